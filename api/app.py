@@ -1,0 +1,86 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Router
+from litestar.config.app import AppConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.serialization import msgspec_hooks
+
+from api.controllers.health import health
+from api.errors import EXCEPTION_HANDLERS
+from api.middleware import request_log_middleware
+from billing import __version__
+from billing.clock import SystemClock
+from billing.domain.clock import Clock
+from billing.services.runtime import Runtime, build_runtime
+from billing.settings import Settings, load_settings
+
+# Amounts are money: JSON numbers must reach validation as exact decimals, never as floats.
+# Litestar decodes request bodies with this module-level msgspec decoder.
+msgspec_hooks._msgspec_json_decoder = msgspec.json.Decoder(
+    dec_hook=msgspec_hooks.default_deserializer, float_hook=Decimal
+)
+
+Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
+
+
+def _route_handlers() -> list[Any]:
+    """Every controller of the API; resource modules register themselves here."""
+    handlers: list[Any] = [health]
+    return handlers
+
+
+async def provide_runtime(state: State) -> Runtime:
+    runtime: Runtime = state.runtime
+    return runtime
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    processors: dict[str, Any] | None = None,
+    extra_lifespans: Sequence[Lifespan] = (),
+) -> Litestar:
+    """Build the API. ``extra_lifespans`` run inside the database lifespan (the worker uses it)."""
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def runtime_lifespan(app: Litestar) -> AsyncIterator[None]:
+        runtime = build_runtime(settings, clock or SystemClock(), processors)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await runtime.aclose()
+
+    openapi = OpenAPIConfig(
+        title="billing-engine API",
+        version=__version__,
+        description="Subscription billing with on-demand charging, speaking the Migo recurring-payments API.",
+        path="/schema",
+        render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+    )
+    config = AppConfig(
+        route_handlers=[Router(path="/", route_handlers=_route_handlers())],
+        dependencies={"runtime": Provide(provide_runtime)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=openapi,
+        lifespan=[runtime_lifespan, *extra_lifespans],
+        request_max_body_size=settings.server.max_request_bytes,
+        debug=False,
+    )
+    app = Litestar.from_config(config)
+    # Outermost layer, so unrouted requests (404, 405) get a request id and a log line too.
+    app.asgi_handler = request_log_middleware(app.asgi_handler)
+    return app

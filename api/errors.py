@@ -1,0 +1,102 @@
+"""Every failure leaves in the envelope with a catalog code; nothing internal leaks out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from billing.domain.errors import BillingError, ErrorItem, spec
+
+log = logging.getLogger("billing.api")
+
+
+def request_id_of(request: Request[Any, Any, Any]) -> str | None:
+    value = request.scope.get("state", {}).get("request_id")
+    return str(value) if value else None
+
+
+def error_response(
+    request: Request[Any, Any, Any], status: int, message: str, items: list[ErrorItem]
+) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {
+        "success": False,
+        "message": message,
+        "errors": [item.as_dict() for item in items],
+        "requestId": request_id_of(request),
+    }
+    return Response(body, status_code=status)
+
+
+def on_billing_error(request: Request[Any, Any, Any], exc: BillingError) -> Response[dict[str, Any]]:
+    return error_response(request, exc.status, exc.detail, exc.items())
+
+
+def _validation_items(exc: ValidationException) -> list[ErrorItem]:
+    row = spec("CHECK_PARAMETERS")
+    items: list[ErrorItem] = []
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    for entry in extra:
+        if not isinstance(entry, dict):
+            continue
+        key = entry.get("key")
+        message = str(entry.get("message") or row.message)
+        where = f"{key}: " if key else ""
+        items.append(ErrorItem(row.code, f"{where}{message}", str(key) if key else None))
+    if not items:
+        detail = exc.detail if exc.detail and exc.detail != "Bad Request" else row.message
+        items.append(ErrorItem(row.code, detail))
+    return items
+
+
+def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    status = exc.status_code
+    if isinstance(exc, ValidationException) or status == 400:
+        items = _validation_items(exc) if isinstance(exc, ValidationException) else []
+        if not items:
+            detail = (
+                exc.detail if exc.detail and exc.detail != "Bad Request" else spec("CHECK_PARAMETERS").message
+            )
+            if "JSON" in detail or "json" in detail or "decode" in detail.lower():
+                detail = "The request body is not valid JSON."
+            items = [ErrorItem("7000", detail)]
+        return error_response(request, 400, items[0].message, items)
+    name = {
+        401: "UNAUTHORIZED",
+        403: "CLIENT_MISMATCH",
+        404: "NOT_FOUND",
+        405: "METHOD_NOT_ALLOWED",
+        413: "PAYLOAD_TOO_LARGE",
+        503: "SERVICE_UNAVAILABLE",
+    }.get(status)
+    if name is None:
+        if status >= 500:
+            return on_unexpected(request, exc)
+        row = spec("CHECK_PARAMETERS")
+        return error_response(request, status, exc.detail or row.message, [ErrorItem(row.code, exc.detail)])
+    row = spec(name)
+    message = row.message
+    return error_response(request, row.status, message, [ErrorItem(row.code, message)])
+
+
+def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    rid = request_id_of(request)
+    log.error(
+        "unhandled error request_id=%s method=%s path=%s",
+        rid,
+        request.method,
+        request.url.path,
+        exc_info=exc,
+    )
+    row = spec("CONSULT_WITH_SUPPORT")
+    message = f"{row.message} Quote request id {rid}." if rid else row.message
+    return error_response(request, 500, message, [ErrorItem(row.code, message)])
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    BillingError: on_billing_error,
+    HTTPException: on_http_error,
+    Exception: on_unexpected,
+}

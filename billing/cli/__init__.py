@@ -1,0 +1,28 @@
+"""The `billing` command."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from billing.cli.config import config_group
+from billing.cli.database import migrate
+from billing.cli.serve import serve, worker
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="billing-engine")
+def cli() -> None:
+    """billing-engine: subscription billing with on-demand charging."""
+
+
+cli.add_command(serve)
+cli.add_command(worker)
+cli.add_command(migrate)
+cli.add_command(config_group)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(cli.main(standalone_mode=True))

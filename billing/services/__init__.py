@@ -1,0 +1,1 @@
+"""Use cases. Each takes a session, a clock and processors explicitly."""

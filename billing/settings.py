@@ -1,0 +1,242 @@
+"""Settings: environment variables (``BILLING_`` prefix, ``__`` for nesting) over ``config/billing.toml``.
+
+The file path can be overridden with ``BILLING_CONFIG``. A file that was named explicitly
+but does not exist is an error (pydantic-settings would silently fall back to defaults).
+Validation errors are turned into :class:`ConfigError`, whose message names each bad
+key, the value found and the reason, so a bad deployment fails at start.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_PATH = Path("config/billing.toml")
+DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./billing.db"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message is meant for the operator."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(_Section):
+    url: str = Field(
+        DEFAULT_SQLITE_URL, description="SQLAlchemy URL: sqlite+aiosqlite:// or postgresql+psycopg://"
+    )
+    pool_size: int = Field(10, ge=1, le=200)
+    echo: bool = False
+    auto_migrate: bool | None = Field(
+        None, description="Run migrations at `billing serve` start; default: only for SQLite."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            # Plain postgresql:// means psycopg2 in SQLAlchemy; we ship psycopg 3.
+            return "postgresql+psycopg://" + value.split("://", 1)[1]
+        if value.startswith("sqlite://") and not value.startswith("sqlite+aiosqlite://"):
+            return "sqlite+aiosqlite://" + value.split("://", 1)[1]
+        if not (value.startswith("sqlite+aiosqlite://") or value.startswith("postgresql+psycopg://")):
+            raise ValueError("use sqlite+aiosqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+    @property
+    def sync_url(self) -> str:
+        """The same database for synchronous tools (Alembic)."""
+        if self.is_sqlite:
+            return "sqlite://" + self.url.split("://", 1)[1]
+        return self.url
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    public_url: str | None = Field(None, description="Base URL merchants use; defaults to http://host:port")
+    max_request_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+
+
+class AuthSettings(_Section):
+    jwt_secret: SecretStr | None = Field(
+        None, description="HMAC secret for access tokens; generated into the data directory when unset"
+    )
+    access_token_ttl_seconds: int = Field(30 * 60, ge=60)
+    refresh_token_ttl_seconds: int = Field(7 * 24 * 3600, ge=300)
+    signature_tolerance_seconds: int = Field(300, ge=1, le=3600)
+    key_lifetime_days: int = Field(365, ge=1)
+    idempotency_ttl_hours: int = Field(24, ge=1)
+
+
+class WorkerSettings(_Section):
+    enabled: bool = Field(True, description="Run the worker inside `billing serve`")
+    interval_seconds: float = Field(5.0, gt=0, le=3600)
+    batch_size: int = Field(200, ge=1, le=10_000)
+    concurrency: int = Field(64, ge=1, le=2_000, description="Processor calls in flight per worker")
+    lease_seconds: int = Field(120, ge=5)
+
+
+class GracePolicySettings(_Section):
+    attempts: int = Field(4, ge=1, le=100, description="Charge attempts in an episode, the first included")
+    interval_hours: float = Field(24.0, gt=0, le=24 * 31)
+    grace_days: int | None = Field(None, ge=0, le=366)
+    stop_on_hard_decline: bool = True
+
+
+class GraceSettings(_Section):
+    default: GracePolicySettings = GracePolicySettings()
+    policies: dict[str, GracePolicySettings] = Field(default_factory=dict)
+
+
+class SandboxProcessorSettings(_Section):
+    enabled: bool = True
+
+
+class StripeProcessorSettings(_Section):
+    enabled: bool = False
+    api_key: SecretStr | None = None
+    base_url: str = "https://api.stripe.com"
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+
+
+class ProcessorsSettings(_Section):
+    sandbox: SandboxProcessorSettings = SandboxProcessorSettings()
+    stripe: StripeProcessorSettings = StripeProcessorSettings()
+
+    def enabled(self) -> dict[str, dict[str, Any]]:
+        """Config of each enabled processor by slug (secrets unwrapped only here)."""
+        out: dict[str, dict[str, Any]] = {}
+        if self.sandbox.enabled:
+            out["sandbox"] = {}
+        if self.stripe.enabled:
+            out["stripe"] = {
+                "api_key": self.stripe.api_key.get_secret_value() if self.stripe.api_key else "",
+                "base_url": self.stripe.base_url,
+                "timeout_seconds": self.stripe.timeout_seconds,
+            }
+        return out
+
+
+class SmtpSettings(_Section):
+    host: str | None = None
+    port: int = Field(25, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    starttls: bool = False
+    sender: str = "billing@localhost"
+
+
+class Settings(BaseSettings):
+    """Every knob of the engine. See config/billing.toml for the commented defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="BILLING_", env_nested_delimiter="__", extra="forbid")
+
+    data_dir: Path = Field(Path("."), description="Where generated secrets live (jwt.secret)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    default_timezone: str = "America/Guatemala"
+    database: DatabaseSettings = DatabaseSettings()
+    server: ServerSettings = ServerSettings()
+    auth: AuthSettings = AuthSettings()
+    worker: WorkerSettings = WorkerSettings()
+    grace: GraceSettings = GraceSettings()
+    processors: ProcessorsSettings = ProcessorsSettings()
+    smtp: SmtpSettings = SmtpSettings()
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("not an IANA time zone name") from exc
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _config_path()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @property
+    def public_url(self) -> str:
+        return self.server.public_url or f"http://{self.server.host}:{self.server.port}"
+
+    def jwt_secret(self) -> str:
+        """The access-token secret; generated once into ``data_dir/jwt.secret`` when not configured."""
+        if self.auth.jwt_secret is not None:
+            return self.auth.jwt_secret.get_secret_value()
+        path = self.data_dir / "jwt.secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+        return path.read_text().strip()
+
+
+def _config_path() -> Path | None:
+    explicit = os.environ.get("BILLING_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"BILLING_CONFIG names {explicit!r}, which is not a readable file")
+        return path
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(root)"
+        value = err.get("input")
+        shown = "<hidden>" if any(w in key for w in ("secret", "password", "api_key")) else repr(value)
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {key} = {shown}: unknown key (check the spelling against config/billing.toml)")
+        else:
+            lines.append(f"  {key} = {shown}: {err['msg']}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load and validate the settings, raising :class:`ConfigError` with an operator-readable message."""
+    path = _config_path()
+    if path is not None:
+        try:
+            tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        where = f" ({path})" if path else ""
+        raise ConfigError(
+            _describe(exc).replace("invalid configuration", f"invalid configuration{where}")
+        ) from exc

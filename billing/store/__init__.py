@@ -1,0 +1,1 @@
+"""Storage: tables, engines, sessions and the queries the engine relies on."""

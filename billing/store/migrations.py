@@ -1,0 +1,30 @@
+"""Run Alembic programmatically (`billing migrate`, embedded auto-migration, tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic.config import Config
+
+from alembic import command
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def alembic_config(sync_url: str) -> Config:
+    """An Alembic config pointing at this package's migrations and the given database."""
+    ini = _ROOT / "alembic.ini"
+    cfg = Config(str(ini)) if ini.exists() else Config()
+    cfg.set_main_option("script_location", str(_ROOT / "alembic"))
+    cfg.set_main_option("sqlalchemy.url", sync_url.replace("%", "%%"))
+    cfg.attributes["configure_logger"] = False
+    return cfg
+
+
+def upgrade(sync_url: str, revision: str = "head") -> None:
+    """Migrate the database at ``sync_url`` to ``revision``."""
+    command.upgrade(alembic_config(sync_url), revision)
+
+
+def downgrade(sync_url: str, revision: str) -> None:
+    command.downgrade(alembic_config(sync_url), revision)

@@ -1,0 +1,393 @@
+"""Tables. Money is integer minor units plus an ISO 4217 currency; every datetime is aware UTC.
+
+These classes are storage only: API schemas live in ``api/schemas`` and never expose
+lease columns, tokens or hashes. Unique keys here are what the engine's guarantees rest on:
+one charge per (subscription, period, attempt, method), one idempotency record per
+(client, key), one ``externalId`` per client, one delivery per (endpoint, event).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JSONColumn = sa.JSON().with_variant(JSONB(), "postgresql")
+ID = 40  # prefixed ULIDs are 30 characters; room for longer external ids
+
+
+class Client(SQLModel, table=True):
+    """A merchant (tenant). Everything else belongs to exactly one client."""
+
+    __tablename__ = "client"
+
+    id: str = Field(primary_key=True, max_length=ID)
+    name: str = Field(max_length=200)
+    timezone: str = Field(default="America/Guatemala", max_length=64)
+    environment: str = Field(default="sandbox", max_length=16)  # sandbox | production
+    signing_required: bool = Field(default=True)
+    # Sandbox clock: this client's "now" is the real time plus this offset (never negative).
+    clock_offset_seconds: int = Field(default=0, sa_type=sa.BigInteger)
+    created_at: datetime
+
+
+class SigningKey(SQLModel, table=True):
+    """An Ed25519 public key a client signs logins and requests with."""
+
+    __tablename__ = "signing_key"
+
+    id: str = Field(primary_key=True, max_length=ID)
+    client_id: str = Field(foreign_key="client.id", index=True, max_length=ID)
+    public_key: str = Field(max_length=64)  # base64 of the 32 raw bytes
+    expires_at: datetime
+    revoked_at: datetime | None = None
+    created_at: datetime
+
+
+class RefreshToken(SQLModel, table=True):
+    """Opaque single-use refresh tokens, stored hashed; a family shares one login."""
+
+    __tablename__ = "refresh_token"
+
+    id: str = Field(primary_key=True, max_length=ID)
+    client_id: str = Field(foreign_key="client.id", index=True, max_length=ID)
+    family_id: str = Field(index=True, max_length=ID)
+    token_hash: str = Field(unique=True, max_length=64)
+    expires_at: datetime
+    used_at: datetime | None = None
+    revoked_at: datetime | None = None
+    created_at: datetime
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The first response to a POST carrying an Idempotency-Key, replayed for 24 hours."""
+
+    __tablename__ = "idempotency_record"
+    __table_args__ = (sa.UniqueConstraint("client_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: str = Field(foreign_key="client.id", max_length=ID)
+    key: str = Field(max_length=255)
+    method: str = Field(max_length=8)
+    path: str = Field(max_length=500)
+    request_hash: str = Field(max_length=64)
+    status_code: int | None = None
+    response_body: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    response_content_type: str | None = Field(default=None, max_length=100)
+    created_at: datetime
+    expires_at: datetime = Field(index=True)
+
+
+class Plan(SQLModel, table=True):
+    """What a subscription charges and when."""
+
+    __tablename__ = "plan"
+
+    id: str = Field(primary_key=True, max_length=ID)
+    client_id: str = Field(foreign_key="client.id", index=True, max_length=ID)
+    name: str = Field(max_length=200)
+    amount_minor: int = Field(sa_type=sa.BigInteger)
+    currency: str = Field(max_length=3)
+    type: str = Field(max_length=16)  # interval | fixedDay | anniversary
+    frequency: int | None = None  # days (interval) or months (anniversary)
+    frequency_day: int | None = None  # day of month (fixedDay)
+    short_description: str | None = Field(default=None, max_length=200)
+    long_description: str | None = Field(default=None, max_length=2000)
+    methods: list[str] = Field(default_factory=list, sa_type=JSONColumn)
+    installments: list[int] = Field(default_factory=list, sa_type=JSONColumn)
+    auto_renewal: bool = True
+    cycles: int | None = None
+    trial_days: int = 0
+    daily_attempts: int | None = None
+    interval_attempt_hours: float | None = None
+    grace_days: int | None = None
+    grace_policy: str | None = Field(default=None, max_length=100)
+    days_notify_expiring_card: int | None = None
+    status: str = Field(default="active", max_length=16)
+    created_at: datetime
+    updated_at: datetime
+
+
+class Transaction(SQLModel, table=True):
+    """The originating transaction an enrolment is verified against."""
+
+    __tablename__ = "transaction"
+    __table_args__ = (sa.UniqueConstraint("client_id", "external_id"),)
+
+    id: str = Field(primary_key=True, max_length=ID)
+    client_id: str = Field(foreign_key="client.id", index=True, max_length=ID)
+    amount_minor: int = Field(sa_type=sa.BigInteger)
+    currency: str = Field(max_length=3)
+    user_id: str = Field(max_length=200)
+    external_id: str | None = Field(default=None, max_length=200)
+    reference: str = Field(max_length=64)
+    channel: str | None = Field(default=None, max_length=32)
+    status: str = Field(default="created", max_length=16)  # created | used
+    created_at: datetime
+
+
+class PaymentMethod(SQLModel, table=True):
+    """A processor token for one cardholder of one client. Never a PAN or CVV."""
+
+    __tablename__ = "payment_method"
+    __table_args__ = (sa.Index("ix_payment_method_client_user", "client_id", "user_id"),)
+
+    id: str = Field(primary_key=True, max_length=ID)
+    client_id: str = Field(foreign_key="client.id", max_length=ID)
+    user_id: str = Field(max_length=200)
+    processor: str = Field(max_length=32)
+    token: str = Field(max_length=255)
+    brand: str | None = Field(default=None, max_length=32)
+    last4: str | None = Field(default=None, max_length=4)
+    exp_month: int | None = None
+    exp_year: int | None = None
+    alias: str | None = Field(default=None, max_length=100)
+    priority: int = 0  # fallback order among a cardholder's methods (lower first)
+    status: str = Field(default="active", max_length=16)  # active | removed
+    expiry_notified_at: datetime | None = None
+    created_at: datetime
+
+
+class Subscription(SQLModel, table=True):
+    """A cardholder on a plan. ``status`` is one of exactly four values."""
+
+    __tablename__ = "subscription"
+    __table_args__ = (
+        sa.Index("ix_subscription_due", "status", "next_attempt_at"),
+        sa.Index("ix_subscription_client_user", "client_id", "user_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=ID)
+    client_id: str = Field(foreign_key="client.id", max_length=ID)
+    user_id: str = Field(max_length=200)
+    plan_id: str = Field(foreign_key="plan.id", index=True, max_length=ID)
+    currency: str = Field(max_length=3)
+    trx_id: str | None = Field(default=None, foreign_key="transaction.id", max_length=ID)
+    notification_email: str | None = Field(default=None, max_length=320)
+    default_payment_method_id: str | None = Field(
+        default=None, foreign_key="payment_method.id", max_length=ID
+    )
+    status: str = Field(default="active", max_length=16)  # active | cancelled | inactive | expired
+    renewal_status: str = Field(default="current", max_length=16)  # current | in_grace
+    # Schedule, computed in the client's time zone from a fixed anchor (no drift).
+    timezone: str = Field(max_length=64)
+    anchor_date: date
+    period_index: int = 0  # index of the period that is paid through current_period_end
+    current_period_start: datetime | None = None
+    current_period_end: datetime | None = None  # = nextRenewalDate
+    trial_ends_at: datetime | None = None
+    cycles_paid: int = 0
+    next_attempt_at: datetime | None = None  # when the worker should next act; NULL = nothing due
+    # Grace episode.
+    grace_started_at: datetime | None = None
+    grace_attempts: int = 0
+    grace_deadline: datetime | None = None
+    grace_policy: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn)
+    # Worker lease.
+    lease_owner: str | None = Field(default=None, max_length=100)
+    lease_until: datetime | None = None
+    event_seq: int = 0
+    cancelled_at: datetime | None = None
+    ended_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Charge(SQLModel, table=True):
+    """One billing event sent (or about to be sent) to a processor."""
+
+    __tablename__ = "charge"
+    __table_args__ = (
+        sa.UniqueConstraint("subscription_id", "period_start", "attempt", "method_index"),
+        sa.Index("ix_charge_subscription_created", "subscription_id", "created_at"),
+        sa.Index("ix_charge_state", "state", "updated_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=ID)
+    client_id: str = Field(foreign_key="client.id", index=True, max_length=ID)
+    subscription_id: str = Field(foreign_key="subscription.id", max_length=ID)
+    kind: str = Field(max_length=16)  # enrolment | renewal | on_demand
+    amount_minor: int = Field(sa_type=sa.BigInteger)
+    currency: str = Field(max_length=3)
+    payment_method_id: str | None = Field(default=None, foreign_key="payment_method.id", max_length=ID)
+    processor: str = Field(max_length=32)
+    period_start: datetime | None = None  # the period a renewal pays; NULL for on-demand
+    period_index: int | None = None
+    attempt: int = 1
+    method_index: int = 0  # 0 = default method, 1.. = fallbacks in order
+    state: str = Field(default="pending", max_length=16)  # pending|succeeded|failed|unknown|settled
+    decline_code: str | None = Field(default=None, max_length=8)
+    decline_message: str | None = Field(default=None, max_length=500)
+    hard_decline: bool = False
+    processor_reference: str | None = Field(default=None, max_length=255)
+    idempotency_key: str = Field(unique=True, max_length=255)
+    batch_id: str | None = Field(default=None, foreign_key="batch.id", max_length=ID)
+    batch_index: int | None = None
+    charge_metadata: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn)
+    expected_settlement_date: date | None = None
+    settled_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Batch(SQLModel, table=True):
+    """An on-demand batch, from JSON or a CSV upload."""
+
+    __tablename__ = "batch"
+
+    id: str = Field(primary_key=True, max_length=ID)
+    client_id: str = Field(foreign_key="client.id", index=True, max_length=ID)
+    source: str = Field(max_length=8)  # json | csv
+    tracking_id: str | None = Field(default=None, unique=True, max_length=64)
+    filename: str | None = Field(default=None, max_length=255)
+    status: str = Field(default="queued", max_length=16)  # queued | processing | completed
+    total: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    created_at: datetime
+    completed_at: datetime | None = None
+
+
+class BatchItem(SQLModel, table=True):
+    """One row of a batch with its own outcome."""
+
+    __tablename__ = "batch_item"
+    __table_args__ = (
+        sa.UniqueConstraint("batch_id", "item_index"),
+        sa.Index("ix_batch_item_due", "state", "batch_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    batch_id: str = Field(foreign_key="batch.id", max_length=ID)
+    item_index: int  # 0-based position in the JSON list, or the CSV line number
+    subscription_id: str | None = Field(default=None, max_length=200)
+    amount_minor: int | None = Field(default=None, sa_type=sa.BigInteger)
+    currency: str | None = Field(default=None, max_length=3)
+    item_metadata: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn)
+    raw: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn)  # input as received, for reports
+    state: str = Field(default="queued", max_length=16)  # queued|rejected|pending|succeeded|failed|unknown
+    error_code: str | None = Field(default=None, max_length=8)
+    error_message: str | None = Field(default=None, max_length=500)
+    charge_id: str | None = Field(default=None, max_length=ID)
+    lease_owner: str | None = Field(default=None, max_length=100)
+    lease_until: datetime | None = None
+
+
+class Event(SQLModel, table=True):
+    """Something that happened, written in the same transaction as the change (outbox)."""
+
+    __tablename__ = "event"
+    __table_args__ = (
+        sa.Index("ix_event_client_id", "client_id", "id"),
+        sa.UniqueConstraint("subscription_id", "sequence"),
+    )
+
+    id: str = Field(primary_key=True, max_length=ID)
+    client_id: str = Field(foreign_key="client.id", max_length=ID)
+    type: str = Field(max_length=64)
+    subscription_id: str | None = Field(default=None, max_length=ID)
+    sequence: int | None = None  # per-subscription order
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSONColumn)
+    created_at: datetime
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """A merchant URL that receives signed event deliveries."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: str = Field(primary_key=True, max_length=ID)
+    client_id: str = Field(foreign_key="client.id", index=True, max_length=ID)
+    url: str = Field(max_length=2000)
+    secret: str = Field(max_length=100)
+    event_types: list[str] = Field(default_factory=list, sa_type=JSONColumn)  # empty = all
+    status: str = Field(default="enabled", max_length=16)  # enabled | disabled
+    created_at: datetime
+    disabled_at: datetime | None = None
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event to one endpoint, retried with backoff until delivered or abandoned."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        sa.UniqueConstraint("endpoint_id", "event_id"),
+        sa.Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=ID)
+    endpoint_id: str = Field(foreign_key="webhook_endpoint.id", max_length=ID)
+    event_id: str = Field(foreign_key="event.id", max_length=ID)
+    status: str = Field(default="pending", max_length=16)  # pending | delivered | abandoned
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, max_length=500)
+    lease_until: datetime | None = None
+    created_at: datetime
+    delivered_at: datetime | None = None
+
+
+class Notification(SQLModel, table=True):
+    """An e-mail to a subscription's notificationEmail, sent from the outbox."""
+
+    __tablename__ = "notification"
+    __table_args__ = (sa.Index("ix_notification_due", "status", "next_attempt_at"),)
+
+    id: str = Field(primary_key=True, max_length=ID)
+    client_id: str = Field(foreign_key="client.id", max_length=ID)
+    event_id: str | None = Field(default=None, unique=True, max_length=ID)
+    template: str = Field(max_length=64)  # subPayProblem | subscriptionSuspended | cardExpiring ...
+    to_address: str = Field(max_length=320)
+    context: dict[str, Any] = Field(default_factory=dict, sa_type=JSONColumn)
+    status: str = Field(default="pending", max_length=16)  # pending | sent | abandoned
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_error: str | None = Field(default=None, max_length=500)
+    created_at: datetime
+    sent_at: datetime | None = None
+
+
+class InboundNotification(SQLModel, table=True):
+    """Processor and settlement notifications already applied (dedupe on their event id)."""
+
+    __tablename__ = "inbound_notification"
+    __table_args__ = (sa.UniqueConstraint("source", "event_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=32)  # volcan | settlements
+    event_id: str = Field(max_length=255)
+    received_at: datetime
+
+
+ALL_TABLES = [
+    Client,
+    SigningKey,
+    RefreshToken,
+    IdempotencyRecord,
+    Plan,
+    Transaction,
+    PaymentMethod,
+    Subscription,
+    Charge,
+    Batch,
+    BatchItem,
+    Event,
+    WebhookEndpoint,
+    WebhookDelivery,
+    Notification,
+    InboundNotification,
+]

@@ -1,0 +1,81 @@
+"""The worker: APScheduler 3 interval jobs that only *trigger* passes; the database decides what is due.
+
+Several workers (processes) may run against one PostgreSQL. Nothing here coordinates them:
+the passes claim rows with leases, and unique keys make a second charge impossible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from billing.services.runtime import Runtime
+
+log = logging.getLogger("billing.worker")
+
+Pass = Callable[[Runtime, str], Awaitable[Any]]
+
+
+def worker_identity() -> str:
+    """A name for leases: host and pid, so an operator can tell who holds a row."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def registered_passes() -> list[tuple[str, Pass]]:
+    """The passes one tick runs, in order (renewals, on-demand batches, outboxes)."""
+    passes: list[tuple[str, Pass]] = []
+    return passes
+
+
+async def run_pass_once(runtime: Runtime, identity: str | None = None) -> dict[str, Any]:
+    """Run every pass once; each pass's failure is logged and does not stop the others."""
+    identity = identity or worker_identity()
+    results: dict[str, Any] = {}
+    for name, run in registered_passes():
+        try:
+            results[name] = await run(runtime, identity)
+        except Exception:
+            log.exception("pass failed", extra={"pass": name})
+            results[name] = None
+    return results
+
+
+@asynccontextmanager
+async def scheduler_running(runtime: Runtime, identity: str | None = None) -> AsyncIterator[AsyncIOScheduler]:
+    """Start the interval job on the running loop; stop it on exit."""
+    identity = identity or worker_identity()
+    scheduler = AsyncIOScheduler(
+        timezone=UTC,
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
+    )
+
+    async def tick() -> None:
+        await run_pass_once(runtime, identity)
+
+    scheduler.add_job(
+        tick,
+        IntervalTrigger(seconds=runtime.settings.worker.interval_seconds),
+        id="billing-tick",
+        replace_existing=True,
+        next_run_time=datetime.now(UTC),
+    )
+    scheduler.start()
+    log.info(
+        "worker started", extra={"identity": identity, "interval": runtime.settings.worker.interval_seconds}
+    )
+    try:
+        yield scheduler
+    finally:
+        scheduler.shutdown(wait=False)
+        # Let an in-flight tick finish its current database writes before the engine closes.
+        await asyncio.sleep(0)
+        log.info("worker stopped", extra={"identity": identity})

@@ -1,0 +1,167 @@
+"""Shared fixtures. Database tests are written once and run on SQLite and PostgreSQL.
+
+PostgreSQL comes from ``BILLING_TEST_POSTGRES_URL`` (default: the local server, database
+``test``). Each test session creates its own scratch database next to it and drops it at the
+end. Without a reachable server the PostgreSQL half is reported loudly as not run; with
+``BILLING_TEST_REQUIRE_POSTGRES=1`` (CI) its absence fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Hermetic settings: nothing from the developer's shell leaks into tests.
+for _name in list(os.environ):
+    if _name.startswith("BILLING_") and not _name.startswith("BILLING_TEST_"):
+        del os.environ[_name]
+os.environ["BILLING_CONFIG"] = str(ROOT / "config" / "billing.toml")
+
+PG_URL = os.environ.get("BILLING_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REQUIRE_PG = os.environ.get("BILLING_TEST_REQUIRE_POSTGRES") == "1"
+BACKENDS = [b for b in os.environ.get("BILLING_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
+
+_pg_missing_reason: list[str] = []
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once; each test gets a copy."""
+    from billing.store.migrations import upgrade
+
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A scratch PostgreSQL database for this test session, migrated to head."""
+    try:
+        admin = psycopg.connect(_libpq(PG_URL), autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        reason = f"PostgreSQL at {PG_URL} is not reachable ({exc.__class__.__name__})"
+        if REQUIRE_PG:
+            pytest.fail(f"{reason}; BILLING_TEST_REQUIRE_POSTGRES=1 makes it mandatory", pytrace=False)
+        _pg_missing_reason.append(reason)
+        warnings.warn(f"!!! {reason}: PostgreSQL tests NOT RUN", stacklevel=1)
+        pytest.skip(f"!!! {reason}: PostgreSQL tests NOT RUN")
+    name = f"billing_test_{os.getpid()}_{secrets.token_hex(3)}"
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = _with_database(PG_URL, name)
+    try:
+        from billing.store.migrations import upgrade
+
+        upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(_libpq(PG_URL), autocommit=True) as admin2:
+            admin2.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _truncate_all(url: str) -> None:
+    from billing.store.models import ALL_TABLES
+
+    names = ", ".join(f'"{model.__tablename__}"' for model in ALL_TABLES)
+    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty, migrated database on each backend (async driver URL)."""
+    if request.param == "sqlite":
+        template = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "billing.db"
+        shutil.copyfile(template, path)
+        return f"sqlite+aiosqlite:///{path}"
+    url: str = request.getfixturevalue("postgres_database")
+    _truncate_all(url)
+    return url
+
+
+@pytest.fixture
+def backend(db_url: str) -> str:
+    return "sqlite" if db_url.startswith("sqlite") else "postgresql"
+
+
+@pytest.fixture
+def start_time() -> datetime:
+    return datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock(start_time: datetime) -> Any:
+    from billing.domain.clock import FixedClock
+
+    return FixedClock(start_time)
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Any:
+    from billing.settings import load_settings
+
+    return load_settings(
+        database={"url": db_url, "pool_size": 5},
+        data_dir=tmp_path,
+        auth={"jwt_secret": "test-only-" + secrets.token_hex(16)},
+        worker={"enabled": False, "interval_seconds": 0.2, "lease_seconds": 30},
+    )
+
+
+@pytest.fixture
+async def app(settings: Any, clock: Any) -> Any:
+    from api.app import create_app
+
+    return create_app(settings, clock=clock)
+
+
+@pytest.fixture
+async def client(app: Any) -> AsyncIterator[Any]:
+    """An HTTP client bound to the app on the test's own event loop (lifespan included)."""
+    from litestar.testing import AsyncTestClient
+
+    async with AsyncTestClient(app=app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def runtime(app: Any, client: Any) -> Any:
+    """The app's runtime (engine, sessions, processors, clock), available once the client started."""
+    return app.state.runtime
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _pg_missing_reason:
+        terminalreporter.section("PostgreSQL NOT TESTED", sep="!", red=True, bold=True)
+        terminalreporter.write_line(_pg_missing_reason[0], red=True, bold=True)
+        terminalreporter.write_line(
+            "Database tests ran on SQLite only. Start PostgreSQL or set BILLING_TEST_POSTGRES_URL."
+        )
