@@ -16,6 +16,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.serialization import msgspec_hooks
 
+from api.auth import authenticate_request, provide_merchant
+from api.controllers import auth as auth_routes
 from api.controllers.health import health
 from api.errors import EXCEPTION_HANDLERS
 from api.middleware import request_log_middleware
@@ -36,7 +38,7 @@ Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
 
 def _route_handlers() -> list[Any]:
     """Every controller of the API; resource modules register themselves here."""
-    handlers: list[Any] = [health]
+    handlers: list[Any] = [health, auth_routes.login, auth_routes.refresh]
     return handlers
 
 
@@ -73,7 +75,8 @@ def create_app(
     )
     config = AppConfig(
         route_handlers=[Router(path="/", route_handlers=_route_handlers())],
-        dependencies={"runtime": Provide(provide_runtime)},
+        dependencies={"runtime": Provide(provide_runtime), "merchant": Provide(provide_merchant)},
+        guards=[authenticate_request],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi,
         lifespan=[runtime_lifespan, *extra_lifespans],

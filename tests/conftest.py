@@ -165,3 +165,127 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(
             "Database tests ran on SQLite only. Start PostgreSQL or set BILLING_TEST_POSTGRES_URL."
         )
+
+
+class Merchant:
+    """A merchant's API client for tests: logged in, signing the exact bytes it sends.
+
+    ``await merchant.post("/v1/plans", json={...})`` serialises the body once, signs
+    ``"{timestamp}." + body`` with the merchant's Ed25519 key and sends those bytes.
+    """
+
+    def __init__(self, http: Any, runtime: Any, client_id: str, private_key_pem: str, key_id: str) -> None:
+        self.http = http
+        self.runtime = runtime
+        self.id = client_id
+        self.private_key_pem = private_key_pem
+        self.key_id = key_id
+        self.access_token: str | None = None
+        self.refresh_token: str | None = None
+
+    def sign(self, message: bytes) -> str:
+        from billing.services.auth import sign
+
+        return sign(self.private_key_pem, message)
+
+    def timestamp(self) -> str:
+        return str(int(self.runtime.clock.now().timestamp()))
+
+    async def login(self) -> Any:
+        ts = self.timestamp()
+        response = await self.http.post(
+            "/v1/auth/login",
+            json={"clientId": self.id, "timestamp": ts, "signature": self.sign(f"{self.id}.{ts}".encode())},
+        )
+        if response.status_code == 200:
+            data = response.json()["data"]
+            self.access_token, self.refresh_token = data["accessToken"], data["refreshToken"]
+        return response
+
+    def signed_headers(self, body: bytes) -> dict[str, str]:
+        ts = self.timestamp()
+        return {"X-Timestamp": ts, "X-Signature": self.sign(ts.encode() + b"." + body)}
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        params: Any = None,
+        headers: dict[str, str] | None = None,
+        files: Any = None,
+        data: Any = None,
+        sign: bool = True,
+    ) -> Any:
+        import json as jsonlib
+
+        all_headers: dict[str, str] = {}
+        if self.access_token:
+            all_headers["Authorization"] = f"Bearer {self.access_token}"
+        body = content
+        if json is not None:
+            body = jsonlib.dumps(json, default=str).encode()
+            all_headers["Content-Type"] = "application/json"
+        if files is not None or data is not None:
+            # Multipart: build the exact bytes first so the signature covers what is sent.
+            import httpx
+
+            built = httpx.Request(method, "http://x" + path, files=files, data=data)
+            body = built.read()
+            all_headers["Content-Type"] = built.headers["Content-Type"]
+        if sign and method.upper() in {"POST", "PUT", "PATCH", "DELETE"}:
+            all_headers.update(self.signed_headers(body or b""))
+        all_headers.update(headers or {})
+        return await self.http.request(method, path, content=body, params=params, headers=all_headers)
+
+    async def get(self, path: str, **kwargs: Any) -> Any:
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Any) -> Any:
+        return await self.request("POST", path, **kwargs)
+
+    async def put(self, path: str, **kwargs: Any) -> Any:
+        return await self.request("PUT", path, **kwargs)
+
+    async def delete(self, path: str, **kwargs: Any) -> Any:
+        return await self.request("DELETE", path, **kwargs)
+
+
+@pytest.fixture
+def merchant_factory(client: Any, runtime: Any) -> Any:
+    """``await merchant_factory(name=..., timezone=..., environment=...)``: a new client, logged in."""
+
+    async def make(
+        name: str = "Merchant",
+        timezone: str = "America/Guatemala",
+        environment: str = "sandbox",
+        signing_required: bool = True,
+    ) -> Merchant:
+        from billing.services.auth import create_client
+
+        async with runtime.sessions() as session, session.begin():
+            created, key = await create_client(
+                session,
+                runtime.clock,
+                name=name,
+                timezone=timezone,
+                environment=environment,
+                settings=runtime.settings.auth,
+                signing_required=signing_required,
+            )
+        assert key.private_key_pem is not None
+        merchant = Merchant(client, runtime, created.id, key.private_key_pem, key.key.id)
+        response = await merchant.login()
+        assert response.status_code == 200, response.text
+        return merchant
+
+    return make
+
+
+@pytest.fixture
+async def merchant(merchant_factory: Any) -> Merchant:
+    """A logged-in sandbox merchant in America/Guatemala."""
+    result: Merchant = await merchant_factory(name="Acme")
+    return result

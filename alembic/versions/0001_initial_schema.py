@@ -313,7 +313,7 @@ def upgrade() -> None:
     op.create_table('charge',
     sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
     sa.Column('client_id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
-    sa.Column('subscription_id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
+    sa.Column('subscription_id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True),
     sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('amount_minor', sa.BigInteger(), nullable=False),
     sa.Column('currency', sqlmodel.sql.sqltypes.AutoString(length=3), nullable=False),

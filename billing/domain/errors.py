@@ -73,7 +73,6 @@ _ROWS: tuple[ErrorSpec, ...] = (
     ErrorSpec("7603", "REFRESH_TOKEN_INVALID", 401, "The refresh token is unknown, expired or already used."),
     ErrorSpec("7604", "INVALID_SIGNATURE", 401, "The request signature did not validate."),
     ErrorSpec("7605", "CLIENT_MISMATCH", 403, "The request names a client other than the authenticated one."),
-    ErrorSpec("7606", "LOGIN_FAILED", 401, "Login failed: unknown client or bad signature."),
     ErrorSpec("7616", "KEYS_EXPIRED", 401, "Your signing keys have expired; rotate them and log in again."),
     # Idempotency (77xx)
     ErrorSpec(

@@ -216,7 +216,9 @@ class Charge(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=ID)
     client_id: str = Field(foreign_key="client.id", index=True, max_length=ID)
-    subscription_id: str = Field(foreign_key="subscription.id", max_length=ID)
+    # NULL only for an enrolment charge whose subscription does not exist yet: the subscription
+    # is created when (and only if) that first charge succeeds.
+    subscription_id: str | None = Field(default=None, foreign_key="subscription.id", max_length=ID)
     kind: str = Field(max_length=16)  # enrolment | renewal | on_demand
     amount_minor: int = Field(sa_type=sa.BigInteger)
     currency: str = Field(max_length=3)

@@ -1,0 +1,67 @@
+"""Clients (tenants), their signing keys and refresh tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlmodel import col, select
+
+from billing.store.engine import Session
+from billing.store.models import Client, RefreshToken, SigningKey
+
+
+async def get_client(session: Session, client_id: str) -> Client | None:
+    return await session.get(Client, client_id)
+
+
+async def list_clients(session: Session) -> Sequence[Client]:
+    return (await session.exec(select(Client).order_by(col(Client.created_at)))).all()
+
+
+async def keys_of(session: Session, client_id: str, *, include_revoked: bool = False) -> Sequence[SigningKey]:
+    query = select(SigningKey).where(SigningKey.client_id == client_id)
+    if not include_revoked:
+        query = query.where(col(SigningKey.revoked_at).is_(None))
+    return (await session.exec(query.order_by(col(SigningKey.created_at)))).all()
+
+
+async def get_key(session: Session, client_id: str, key_id: str) -> SigningKey | None:
+    key = await session.get(SigningKey, key_id)
+    return key if key is not None and key.client_id == client_id else None
+
+
+async def refresh_token_by_hash(session: Session, token_hash: str) -> RefreshToken | None:
+    return (await session.exec(select(RefreshToken).where(RefreshToken.token_hash == token_hash))).first()
+
+
+async def mark_refresh_token_used(session: Session, token_id: str, now: datetime) -> bool:
+    """Use a refresh token once; False when another request used (or revoked) it first."""
+    result = await session.exec(
+        update(RefreshToken)
+        .where(col(RefreshToken.id) == token_id)
+        .where(col(RefreshToken.used_at).is_(None))
+        .where(col(RefreshToken.revoked_at).is_(None))
+        .values(used_at=now)
+    )
+    return bool(result.rowcount == 1)
+
+
+async def revoke_family(session: Session, family_id: str, now: datetime) -> None:
+    await session.exec(
+        update(RefreshToken)
+        .where(col(RefreshToken.family_id) == family_id)
+        .where(col(RefreshToken.revoked_at).is_(None))
+        .values(revoked_at=now)
+    )
+
+
+async def family_revoked(session: Session, family_id: str) -> bool:
+    query = (
+        select(RefreshToken.id)
+        .where(RefreshToken.family_id == family_id)
+        .where(col(RefreshToken.revoked_at).is_not(None))
+        .limit(1)
+    )
+    return (await session.exec(query)).first() is not None
