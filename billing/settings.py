@@ -116,6 +116,8 @@ class StripeProcessorSettings(_Section):
     api_key: SecretStr | None = None
     base_url: str = "https://api.stripe.com"
     timeout_seconds: float = Field(10.0, gt=0, le=120)
+    api_version: str | None = Field(None, description="Stripe-Version header; default: the account's version")
+    localstripe: bool = Field(False, description="Talk to a localstripe test server (tests only)")
 
 
 class ProcessorsSettings(_Section):
@@ -132,6 +134,8 @@ class ProcessorsSettings(_Section):
                 "api_key": self.stripe.api_key.get_secret_value() if self.stripe.api_key else "",
                 "base_url": self.stripe.base_url,
                 "timeout_seconds": self.stripe.timeout_seconds,
+                "api_version": self.stripe.api_version,
+                "localstripe": self.stripe.localstripe,
             }
         return out
 

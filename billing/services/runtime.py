@@ -35,7 +35,7 @@ def build_runtime(settings: Settings, clock: Clock, processors: dict[str, Any] |
         settings.database.url, pool_size=settings.database.pool_size, echo=settings.database.echo
     )
     if processors is None:
-        processors = dict(build_processors(settings.processors.enabled()))
+        processors = dict(build_processors(settings.processors.enabled(), clock=clock))
     return Runtime(
         settings=settings, engine=engine, sessions=session_factory(engine), clock=clock, processors=processors
     )

@@ -1,0 +1,60 @@
+"""Card data checks every processor runs before it talks to anyone: Luhn, expiry, brand.
+
+Refusing malformed data locally keeps junk off the wire and gives every processor the same
+error for the same mistake.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from billing.domain.errors import BillingError
+from billing.processors.base import CardInfo
+
+
+def luhn_valid(number: str) -> bool:
+    """True when `number` is all digits and passes the Luhn checksum."""
+    if not number.isdigit():
+        return False
+    total = 0
+    for position, char in enumerate(reversed(number)):
+        digit = int(char)
+        if position % 2 == 1:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return total % 10 == 0
+
+
+def card_brand(number: str) -> str:
+    """The card network by IIN prefix; "unknown" for anything not recognised."""
+    if number.startswith("4"):
+        return "visa"
+    if number[:2] in {"34", "37"}:
+        return "amex"
+    if "51" <= number[:2] <= "55" or "2221" <= number[:4] <= "2720":
+        return "mastercard"
+    if number.startswith(("6011", "65")) or "644" <= number[:3] <= "649":
+        return "discover"
+    return "unknown"
+
+
+def full_exp_year(exp_year: int) -> int:
+    """Two-digit years mean this century, as printed on cards."""
+    return exp_year + 2000 if 0 <= exp_year < 100 else exp_year
+
+
+def check_card(card: CardInfo, now: datetime) -> None:
+    """Raise BillingError INVALID_CARD_DATA or CARD_EXPIRED when `card` cannot be tokenized.
+
+    A card is good through the last day of its expiry month.
+    """
+    if not (12 <= len(card.number) <= 19) or not luhn_valid(card.number):
+        raise BillingError("INVALID_CARD_DATA", message="The card number is not valid.", field="number")
+    if not 1 <= card.exp_month <= 12:
+        raise BillingError("INVALID_CARD_DATA", message="The expiry month must be 1-12.", field="expMonth")
+    if not (card.cvv.isdigit() and 3 <= len(card.cvv) <= 4):
+        raise BillingError("INVALID_CARD_DATA", message="The CVV must be 3 or 4 digits.", field="cvv")
+    if (full_exp_year(card.exp_year), card.exp_month) < (now.year, now.month):
+        raise BillingError("CARD_EXPIRED", field="expYear")
