@@ -18,8 +18,14 @@ from litestar.serialization import msgspec_hooks
 
 from api.auth import authenticate_request, provide_merchant
 from api.controllers import auth as auth_routes
+from api.controllers.charges import ChargesController
 from api.controllers.health import health
+from api.controllers.payment_methods import PaymentMethodsController
+from api.controllers.plans import PlansController
+from api.controllers.subscriptions import SubscriptionsController
+from api.controllers.transactions import create_transaction
 from api.errors import EXCEPTION_HANDLERS
+from api.idempotency import IDEMPOTENCY_EXCEPTION_HANDLERS, claim_idempotency_key, idempotency_middleware
 from api.middleware import request_log_middleware
 from billing import __version__
 from billing.clock import SystemClock
@@ -39,6 +45,8 @@ Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
 def _route_handlers() -> list[Any]:
     """Every controller of the API; resource modules register themselves here."""
     handlers: list[Any] = [health, auth_routes.login, auth_routes.refresh]
+    handlers.append(ChargesController)
+    handlers += [PlansController, create_transaction, SubscriptionsController, PaymentMethodsController]
     return handlers
 
 
@@ -76,8 +84,9 @@ def create_app(
     config = AppConfig(
         route_handlers=[Router(path="/", route_handlers=_route_handlers())],
         dependencies={"runtime": Provide(provide_runtime), "merchant": Provide(provide_merchant)},
-        guards=[authenticate_request],
-        exception_handlers=EXCEPTION_HANDLERS,
+        # Order matters: the Idempotency-Key is claimed for the merchant authenticated first.
+        guards=[authenticate_request, claim_idempotency_key],
+        exception_handlers={**EXCEPTION_HANDLERS, **IDEMPOTENCY_EXCEPTION_HANDLERS},
         openapi_config=openapi,
         lifespan=[runtime_lifespan, *extra_lifespans],
         request_max_body_size=settings.server.max_request_bytes,
@@ -85,5 +94,5 @@ def create_app(
     )
     app = Litestar.from_config(config)
     # Outermost layer, so unrouted requests (404, 405) get a request id and a log line too.
-    app.asgi_handler = request_log_middleware(app.asgi_handler)
+    app.asgi_handler = request_log_middleware(idempotency_middleware(app.asgi_handler))
     return app

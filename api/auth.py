@@ -1,4 +1,4 @@
-"""Authentication for /v1: a Bearer access token on every route, a signature on every write."""
+"""Authentication for /v1 (and /transactions): a Bearer access token on every route, a signature on every write."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
+from litestar.types import Scope
 
 from billing.domain.errors import BillingError
 from billing.services import auth
@@ -17,8 +18,14 @@ SIGNED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _STATE_KEY = "merchant"
 
 
+# Merchant routes outside /v1 (Migo's Payment Link surface): authenticated and signed like /v1.
+MERCHANT_PATHS_OUTSIDE_V1 = frozenset({"/transactions"})
+
+
 def _needs_auth(path: str) -> bool:
-    return path.startswith("/v1/") and not path.startswith("/v1/auth/")
+    if path.startswith("/v1/"):
+        return not path.startswith("/v1/auth/")
+    return path.rstrip("/") in MERCHANT_PATHS_OUTSIDE_V1
 
 
 async def authenticate_request(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -48,10 +55,16 @@ async def authenticate_request(connection: ASGIConnection[Any, Any, Any, Any], _
     connection.scope.setdefault("state", {})[_STATE_KEY] = merchant
 
 
+def merchant_of(scope: Scope) -> AuthenticatedClient | None:
+    """The merchant the guard authenticated for this request, if any."""
+    merchant = scope.get("state", {}).get(_STATE_KEY)
+    return merchant if isinstance(merchant, AuthenticatedClient) else None
+
+
 async def provide_merchant(request: Request[Any, Any, Any]) -> AuthenticatedClient:
     """The authenticated merchant (dependency ``merchant``)."""
-    merchant = request.scope.get("state", {}).get(_STATE_KEY)
-    if not isinstance(merchant, AuthenticatedClient):
+    merchant = merchant_of(request.scope)
+    if merchant is None:
         raise BillingError("UNAUTHORIZED")
     return merchant
 

@@ -18,6 +18,11 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from billing.services import enrolment_recovery
+from billing.services.idempotency import purge_pass as purge_idempotency_records
+from billing.services.ondemand_drain import run_ondemand
+from billing.services.pass_control import stop_when
+from billing.services.renewals import run_renewals
 from billing.services.runtime import Runtime
 
 log = logging.getLogger("billing.worker")
@@ -33,6 +38,10 @@ def worker_identity() -> str:
 def registered_passes() -> list[tuple[str, Pass]]:
     """The passes one tick runs, in order (renewals, on-demand batches, outboxes)."""
     passes: list[tuple[str, Pass]] = []
+    passes.append(("renewals", run_renewals))
+    passes.append(("ondemand", run_ondemand))
+    passes.append(("enrolment-recovery", enrolment_recovery.run))
+    passes.append(("idempotency-purge", purge_idempotency_records))  # housekeeping, last
     return passes
 
 
@@ -58,8 +67,20 @@ async def scheduler_running(runtime: Runtime, identity: str | None = None) -> As
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
     )
 
+    stopping = asyncio.Event()
+    in_flight: set[asyncio.Task[Any]] = set()
+
     async def tick() -> None:
-        await run_pass_once(runtime, identity)
+        task = asyncio.current_task()
+        if task is not None:
+            in_flight.add(task)
+        try:
+            # Passes check `stop_requested()` between batches and return early on shutdown.
+            with stop_when(stopping.is_set):
+                await run_pass_once(runtime, identity)
+        finally:
+            if task is not None:
+                in_flight.discard(task)
 
     scheduler.add_job(
         tick,
@@ -75,7 +96,10 @@ async def scheduler_running(runtime: Runtime, identity: str | None = None) -> As
     try:
         yield scheduler
     finally:
+        stopping.set()
         scheduler.shutdown(wait=False)
-        # Let an in-flight tick finish its current database writes before the engine closes.
-        await asyncio.sleep(0)
+        # Let an in-flight tick finish its current batch (charges in flight, outcomes written)
+        # before the engine closes; a pass stops claiming new batches once `stopping` is set.
+        if in_flight:
+            await asyncio.wait(set(in_flight), timeout=runtime.settings.worker.lease_seconds)
         log.info("worker stopped", extra={"identity": identity})

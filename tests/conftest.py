@@ -253,6 +253,35 @@ class Merchant:
         return await self.request("DELETE", path, **kwargs)
 
 
+async def new_merchant(
+    http: Any,
+    runtime: Any,
+    *,
+    name: str = "Merchant",
+    timezone: str = "America/Guatemala",
+    environment: str = "sandbox",
+    signing_required: bool = True,
+) -> Merchant:
+    """Create a client with a fresh key pair and log it in through ``http``."""
+    from billing.services.auth import create_client
+
+    async with runtime.sessions() as session, session.begin():
+        created, key = await create_client(
+            session,
+            runtime.clock,
+            name=name,
+            timezone=timezone,
+            environment=environment,
+            settings=runtime.settings.auth,
+            signing_required=signing_required,
+        )
+    assert key.private_key_pem is not None
+    merchant = Merchant(http, runtime, created.id, key.private_key_pem, key.key.id)
+    response = await merchant.login()
+    assert response.status_code == 200, response.text
+    return merchant
+
+
 @pytest.fixture
 def merchant_factory(client: Any, runtime: Any) -> Any:
     """``await merchant_factory(name=..., timezone=..., environment=...)``: a new client, logged in."""
@@ -263,23 +292,53 @@ def merchant_factory(client: Any, runtime: Any) -> Any:
         environment: str = "sandbox",
         signing_required: bool = True,
     ) -> Merchant:
-        from billing.services.auth import create_client
+        return await new_merchant(
+            client,
+            runtime,
+            name=name,
+            timezone=timezone,
+            environment=environment,
+            signing_required=signing_required,
+        )
 
-        async with runtime.sessions() as session, session.begin():
-            created, key = await create_client(
-                session,
-                runtime.clock,
-                name=name,
-                timezone=timezone,
-                environment=environment,
-                settings=runtime.settings.auth,
-                signing_required=signing_required,
-            )
-        assert key.private_key_pem is not None
-        merchant = Merchant(client, runtime, created.id, key.private_key_pem, key.key.id)
-        response = await merchant.login()
-        assert response.status_code == 200, response.text
-        return merchant
+    return make
+
+
+@pytest.fixture
+async def served_app(app: Any) -> AsyncIterator[Any]:
+    """An httpx client for the app running on the test's own event loop (lifespan + ASGITransport).
+
+    ``client`` (Litestar's AsyncTestClient) runs the app behind a blocking portal in another
+    thread and handles one request at a time, so ``asyncio.gather`` over it never overlaps
+    requests. Use this (through ``concurrent_merchant_factory``) to test real concurrency.
+    Do not combine with ``client``/``runtime``/``merchant`` in one test: each starts the app.
+    """
+    import httpx
+
+    async with app.lifespan():
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield http
+
+
+@pytest.fixture
+def concurrent_merchant_factory(served_app: Any, app: Any) -> Any:
+    """Like ``merchant_factory``, over ``served_app``: ``asyncio.gather`` of its requests interleaves."""
+
+    async def make(
+        name: str = "Merchant",
+        timezone: str = "America/Guatemala",
+        environment: str = "sandbox",
+        signing_required: bool = True,
+    ) -> Merchant:
+        return await new_merchant(
+            served_app,
+            app.state.runtime,
+            name=name,
+            timezone=timezone,
+            environment=environment,
+            signing_required=signing_required,
+        )
 
     return make
 

@@ -6,9 +6,12 @@ import sys
 
 import click
 
+from billing.cli.charges import charges_group
+from billing.cli.clients import clients_group
 from billing.cli.config import config_group
 from billing.cli.database import migrate
 from billing.cli.serve import serve, worker
+from billing.cli.signing import sign
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,6 +24,9 @@ cli.add_command(serve)
 cli.add_command(worker)
 cli.add_command(migrate)
 cli.add_command(config_group)
+cli.add_command(clients_group)
+cli.add_command(charges_group)
+cli.add_command(sign)
 
 
 def main() -> None:

@@ -185,7 +185,27 @@ async def add_key(
     return NewKey(key=key, private_key_pem=private_pem)
 
 
+async def list_clients(session: Session) -> Sequence[Client]:
+    """Every merchant, oldest first (operator view)."""
+    return await store.list_clients(session)
+
+
+async def list_keys(session: Session, client_id: str) -> Sequence[SigningKey]:
+    """A client's signing keys, revoked ones included, oldest first."""
+    if await store.get_client(session, client_id) is None:
+        raise BillingError("CLIENT_NOT_FOUND")
+    return await store.keys_of(session, client_id, include_revoked=True)
+
+
+def key_status(key: SigningKey, now: datetime) -> str:
+    """``active``, ``expired`` or ``revoked``: what a signature by this key would get."""
+    if key.revoked_at is not None:
+        return "revoked"
+    return "expired" if key.expires_at <= now else "active"
+
+
 async def revoke_key(session: Session, clock: Clock, client_id: str, key_id: str) -> SigningKey:
+    """Revoke a key at once: signatures by it answer 7604 from now on (idempotent)."""
     key = await store.get_key(session, client_id, key_id)
     if key is None:
         raise BillingError("NOT_FOUND", message="Signing key not found for this client.")

@@ -192,7 +192,8 @@ class Subscription(SQLModel, table=True):
     # Grace episode.
     grace_started_at: datetime | None = None
     grace_attempts: int = 0
-    grace_deadline: datetime | None = None
+    grace_deadline: datetime | None = None  # end of the grace window (first failure + graceDays)
+    grace_retry_at: datetime | None = None  # the episode's next scheduled retry; NULL = none scheduled
     grace_policy: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn)
     # Worker lease.
     lease_owner: str | None = Field(default=None, max_length=100)

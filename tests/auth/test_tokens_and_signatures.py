@@ -182,3 +182,12 @@ async def test_production_client_cannot_turn_signing_off(merchant_factory: Any) 
 
     with pytest.raises(BillingError, match="Production clients must sign"):
         await merchant_factory(name="Strict", environment="production", signing_required=False)
+
+
+async def test_transactions_outside_v1_need_a_token_and_a_signature(merchant: Any) -> None:
+    body = {"amount": 1, "currency": "USD", "userId": "u-1"}
+    anonymous = await merchant.http.post("/transactions", json=body)
+    assert (anonymous.status_code, anonymous.json()["errors"][0]["code"]) == (401, "7600")
+    unsigned = await merchant.post("/transactions", json=body, sign=False)
+    assert (unsigned.status_code, unsigned.json()["errors"][0]["code"]) == (401, "7604")
+    assert (await merchant.post("/transactions", json=body)).status_code == 201

@@ -1,0 +1,174 @@
+"""`billing charges upload FILE --client ID`: on-demand charges from a CSV, for operators.
+
+The file goes through the same intake as ``POST /v1/subscriptions/charges/upload-csv`` (same
+columns, same 10 MB limit, same per-row validation). By default the command then charges the
+upload's items itself, in this process, with the worker's on-demand pass restricted to this
+batch, and follows it to the end with a progress bar. It is safe next to running workers:
+items are claimed with leases, so each is charged once whoever gets to it. With
+``--no-drain`` it leaves the charging to the running workers and only follows the progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy.exc import DBAPIError
+
+from billing.cli.common import settings_or_exit
+from billing.cli.serve import _maybe_migrate
+from billing.clock import SystemClock
+from billing.domain.errors import BillingError
+from billing.services import csv_intake, ondemand
+from billing.services.client_clock import load_client
+from billing.services.ondemand_drain import OnDemandPass
+from billing.services.runtime import Runtime, build_runtime
+from billing.store.engine import transaction
+from billing.store.models import Batch
+from billing.worker import worker_identity
+
+# How often the progress bar reads the batch totals, and how long to wait before looking
+# again when nothing was claimable (items whose outcome is still unknown, or leased elsewhere).
+_POLL_SECONDS = 0.25
+_IDLE_SECONDS = 1.0
+
+
+@click.group("charges")
+def charges_group() -> None:
+    """On-demand charges (JSON batches and CSV uploads)."""
+
+
+async def _batch(runtime: Runtime, batch_id: str, client_id: str) -> Batch:
+    async with runtime.sessions() as session:
+        return await ondemand.find_batch(session, client_id, batch_id)
+
+
+def _print_rejections(receipt: ondemand.BatchReceipt) -> None:
+    for rejection in receipt.errors_sample:
+        click.echo(f"  line {rejection.index}: {rejection.code} {rejection.message}", err=True)
+    more = receipt.batch.rejected - len(receipt.errors_sample)
+    if more > 0:
+        click.echo(f"  ... and {more} more rejected rows (see the results)", err=True)
+
+
+async def _follow(runtime: Runtime, batch: Batch, *, drain: bool) -> Batch:
+    """Charge (or wait for) the batch's items, updating a progress bar until it completes."""
+    identity = f"{worker_identity()}:cli"
+    done = asyncio.Event()
+
+    async def charge() -> None:
+        while not done.is_set():
+            claimed = (await OnDemandPass(runtime, identity, batch_id=batch.id).run()).claimed
+            if claimed == 0:
+                await asyncio.sleep(_IDLE_SECONDS)
+
+    worker = asyncio.create_task(charge()) if drain else None
+    current = batch
+    try:
+        with click.progressbar(length=batch.accepted, label="Charging", file=sys.stderr) as bar:
+            shown = 0
+            while True:
+                current = await _batch(runtime, batch.id, batch.client_id)
+                finished = current.succeeded + current.failed
+                bar.update(finished - shown)
+                shown = finished
+                if current.status == "completed":
+                    break
+                if worker is not None and worker.done():
+                    worker.result()  # re-raise what stopped the charging
+                await asyncio.sleep(_POLL_SECONDS)
+    finally:
+        done.set()
+        if worker is not None:
+            await worker
+    return current
+
+
+async def _write_results(runtime: Runtime, batch: Batch, path: Path) -> None:
+    async with runtime.sessions() as session:
+        with path.open("w", encoding="utf-8", newline="") as out:
+            first = True
+            async for page in ondemand.outcome_pages(session, batch):
+                out.write(csv_intake.results_csv(page, header=first))
+                first = False
+            if first:
+                out.write(csv_intake.results_csv([], header=True))
+
+
+@charges_group.command("upload")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--client", "client_id", required=True, help="The client (merchant) id the charges belong to.")
+@click.option(
+    "--drain/--no-drain",
+    default=True,
+    help="Charge the items in this process (default), or leave them to running workers.",
+)
+@click.option(
+    "--wait/--no-wait", default=True, help="Follow processing to the end (default) or exit at once."
+)
+@click.option(
+    "--results",
+    "results_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write the per-row results CSV here once processing completes.",
+)
+def upload(file: Path, client_id: str, drain: bool, wait: bool, results_path: Path | None) -> None:
+    """Queue the charges of a CSV (subscriptionId,amount[,metadata]; at most 10 MB) and follow them."""
+    settings = settings_or_exit()
+    _maybe_migrate(settings)
+    if file.stat().st_size > csv_intake.CSV_MAX_BYTES:
+        click.echo(
+            f"error: {file} is larger than the 10 MB ({csv_intake.CSV_MAX_BYTES} bytes) limit.", err=True
+        )
+        raise SystemExit(1)
+    content = file.read_bytes()
+
+    async def go() -> Batch:
+        runtime = build_runtime(settings, SystemClock())
+        try:
+            async with transaction(runtime.sessions) as session:
+                await load_client(session, client_id)
+                receipt = await csv_intake.receive_csv(
+                    session, runtime.clock, client_id=client_id, content=content, filename=file.name
+                )
+            batch = receipt.batch
+            click.echo(
+                f"Batch {batch.id} (tracking id {batch.tracking_id}): {batch.total} rows, "
+                f"{batch.accepted} accepted, {batch.rejected} rejected."
+            )
+            _print_rejections(receipt)
+            if wait and batch.status != "completed":
+                batch = await _follow(runtime, batch, drain=drain)
+            if results_path is not None and batch.status == "completed":
+                await _write_results(runtime, batch, results_path)
+            return batch
+        finally:
+            await runtime.aclose()
+
+    try:
+        batch = asyncio.run(go())
+    except BillingError as exc:
+        click.echo(f"error: {exc.code} {exc.detail}", err=True)
+        raise SystemExit(1) from exc
+    except DBAPIError as exc:
+        click.echo(
+            f"error: the database refused the operation ({type(exc.orig).__name__}); "
+            "is it migrated (`billing migrate`)?",
+            err=True,
+        )
+        raise SystemExit(1) from exc
+    totals: dict[str, Any] = ondemand.totals_of(batch)
+    click.echo(
+        f"{batch.status}: {totals['succeeded']} succeeded, {totals['failed']} failed, "
+        f"{totals['rejected']} rejected, {totals['inProgress']} in progress (of {totals['received']} rows)."
+    )
+    if results_path is not None and batch.status == "completed":
+        click.echo(f"results written to {results_path}")
+    elif batch.status != "completed":
+        click.echo(
+            f"follow it with GET /v1/subscriptions/charges/upload-csv/{batch.tracking_id} "
+            "or the results with ?format=csv"
+        )

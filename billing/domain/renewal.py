@@ -1,0 +1,200 @@
+"""The renewal state machine of one subscription, as pure functions.
+
+The worker asks `due_step` what a subscription owes at a given instant, performs it (a
+charge, an expiry, a grace deadline check) and asks `renewed`, `renewal_failed`,
+`expired` or `grace_deadline_reached` for the state to store and the events to write.
+Schedule facts come from `calendar` (boundary k of the anchored schedule, never the last
+payment) and grace facts from `grace` (the episode snapshot). Nothing here reads a clock
+or a database.
+
+Schedule semantics (shared with enrolment): the subscription has paid period
+`period_index` (-1 during a trial), which runs from boundary `period_index` to boundary
+`period_index + 1`. The next renewal pays period k = `period_index + 1`, due at boundary k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Final, Literal
+
+from billing.domain.calendar import Schedule, due_at, is_beyond_term
+from billing.domain.grace import (
+    Decision,
+    Episode,
+    GracePolicy,
+    on_deadline,
+    on_new_default_card,
+    on_renewal_failed,
+    on_retry_failed,
+    on_success,
+)
+
+SubscriptionStatus = Literal["active", "cancelled", "inactive", "expired"]
+RenewalStatus = Literal["current", "in_grace"]
+
+RENEWED: Final = "subscription.renewed"
+EXPIRED: Final = "subscription.expired"
+
+
+@dataclass(frozen=True, slots=True)
+class RenewalState:
+    """The renewal-relevant part of a subscription row.
+
+    `next_attempt_at` is when the worker must next look at the subscription: the next
+    renewal, a grace retry, the end of the grace window or the end of a fixed term.
+    `episode` is the running grace episode (`renewal_status == "in_grace"`), else None; on an
+    `inactive` subscription it is the episode that ended it, kept for the record.
+    """
+
+    status: SubscriptionStatus
+    renewal_status: RenewalStatus
+    period_index: int
+    cycles_paid: int
+    current_period_start: datetime | None
+    current_period_end: datetime | None
+    next_attempt_at: datetime | None
+    episode: Episode | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """What the plan says about renewing: the anchored schedule, the term and the grace policy.
+
+    `cycles` is the number of paid cycles of a fixed term (`calendar.term_cycles`), None for
+    "until cancelled". `policy` is the policy in force for a *new* episode; a running
+    episode keeps its snapshot.
+    """
+
+    schedule: Schedule
+    cycles: int | None
+    policy: GracePolicy
+
+
+@dataclass(frozen=True, slots=True)
+class ChargePeriod:
+    """Charge period `k` (due at `period_start`), attempt `attempt` of that period."""
+
+    k: int
+    period_start: datetime
+    attempt: int
+    retry: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Expire:
+    """The fixed term is over: the subscription becomes `expired`."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckDeadline:
+    """In grace with no retry due: the grace window may be over."""
+
+
+Step = ChargePeriod | Expire | CheckDeadline
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """The state to store and the subscription events to write, in order."""
+
+    state: RenewalState
+    events: tuple[str, ...] = ()
+
+
+def due_step(state: RenewalState, terms: Terms, now: datetime) -> Step | None:
+    """What the subscription owes at `now`, or None when nothing is due."""
+    if state.status != "active" or state.next_attempt_at is None or state.next_attempt_at > now:
+        return None
+    k = state.period_index + 1
+    episode = state.episode
+    if episode is None:
+        if is_beyond_term(k, terms.cycles):
+            return Expire()
+        return ChargePeriod(k=k, period_start=due_at(terms.schedule, k), attempt=1, retry=False)
+    if episode.next_attempt_at is not None and episode.next_attempt_at <= now:
+        return ChargePeriod(
+            k=k, period_start=due_at(terms.schedule, k), attempt=episode.attempts_made + 1, retry=True
+        )
+    return CheckDeadline()
+
+
+def renewed(state: RenewalState, terms: Terms, step: ChargePeriod) -> Transition:
+    """Period `step.k` was paid: advance from the schedule (no drift), back to `current`.
+
+    The next look is boundary k+1: another renewal, or the end of a fixed term.
+    """
+    decision = on_success(state.episode)
+    period_end = due_at(terms.schedule, step.k + 1)
+    new = replace(
+        state,
+        status="active",
+        renewal_status="current",
+        period_index=step.k,
+        cycles_paid=state.cycles_paid + 1,
+        current_period_start=step.period_start,
+        current_period_end=period_end,
+        next_attempt_at=period_end,
+        episode=None,
+    )
+    return Transition(new, (RENEWED, *decision.events))
+
+
+def renewal_failed(state: RenewalState, terms: Terms, now: datetime, *, hard: bool) -> Transition:
+    """The attempt for the due period failed at `now`: start or continue the grace episode."""
+    if state.episode is None:
+        decision = on_renewal_failed(now, terms.policy, hard)
+        before = Episode(started_at=now, attempts_made=0, policy=terms.policy, next_attempt_at=None)
+    else:
+        decision = on_retry_failed(state.episode, now, hard)
+        before = state.episode
+    # An episode that ends here is kept on the row (with this attempt counted) for the record.
+    last = replace(before, attempts_made=before.attempts_made + 1, next_attempt_at=None)
+    return _apply(state, decision, now, last_episode=last)
+
+
+def new_default_card(state: RenewalState, now: datetime) -> Transition | None:
+    """A new default payment method while in grace: retry at once (None when not in grace)."""
+    if state.status != "active" or state.episode is None:
+        return None
+    return _apply(state, on_new_default_card(state.episode, now), now)
+
+
+def grace_deadline_reached(state: RenewalState, now: datetime) -> Transition:
+    """The worker woke in grace with no retry due: `inactive` once the policy says so."""
+    assert state.episode is not None, "only subscriptions in grace have a deadline"
+    return _apply(state, on_deadline(state.episode, now), now)
+
+
+def expired(state: RenewalState, now: datetime) -> Transition:
+    """The fixed term ended: `expired` (terminal) at the end of the last paid period."""
+    ended = state.current_period_end or now
+    new = replace(state, status="expired", next_attempt_at=None, episode=None, ended_at=ended)
+    return Transition(new, (EXPIRED,))
+
+
+def _apply(
+    state: RenewalState, decision: Decision, now: datetime, *, last_episode: Episode | None = None
+) -> Transition:
+    if decision.status == "inactive":
+        # `episode` stays as the record of how the episode ended; `status` is what ends it.
+        ended_episode = last_episode or (
+            None if state.episode is None else replace(state.episode, next_attempt_at=None)
+        )
+        new = replace(
+            state,
+            status="inactive",
+            renewal_status=decision.renewal_status,
+            next_attempt_at=None,
+            episode=ended_episode,
+            ended_at=now,
+        )
+        return Transition(new, decision.events)
+    new = replace(
+        state,
+        renewal_status=decision.renewal_status,
+        next_attempt_at=decision.wake_at,
+        episode=decision.episode,
+    )
+    return Transition(new, decision.events)

@@ -1,0 +1,485 @@
+"""The charge machinery every feature charges through (renewals, grace retries, on-demand items).
+
+Guarantees, in the order things happen:
+
+1. **Pending before the call.** Each charge row is written `pending`, with its idempotency
+   key, and committed before the processor hears of it. The key is unique, so a second
+   row for the same charge cannot exist.
+2. **Resume, never repeat.** If a key is already taken (a crashed or slow worker got
+   there first), the stored row is resumed: a final row is reported as it is; a
+   `pending`/`unknown` row is reconciled with `processor.lookup(key)`, and only when the
+   processor never saw the key is the *same* key sent again (processors dedupe on it).
+   Nothing is ever charged blind.
+3. **Default method, then fallbacks.** Method i > 0 uses the key `f"{key}:m{i}"` and is
+   only tried after method i-1 definitely failed. An `unknown` answer stops the chain
+   until it is reconciled (it may have been a success).
+4. **Outcome and consequence together.** When a request reaches its final result, the
+   caller's `apply` callback runs in the same transaction that records the charge row's
+   outcome, so the state change it causes (a renewed subscription, a batch item) and the
+   events it writes commit atomically with it.
+
+Use it in two steps when the caller wants the pending rows in its own transaction (for
+example together with its claim):
+
+    run = await open_charges(session, requests, now=now)      # caller commits
+    results = await run.settle(sessions, processors, apply=apply, semaphore=semaphore)
+
+or in one step with `execute_charges(...)`. `ChargeResult.records` lists every charge row
+that reached a final state (or `unknown`) during the run, in order, for `charge.*` events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from typing import Any, Literal
+
+from billing.domain.errors import BillingError
+from billing.domain.money import from_minor
+from billing.processors.base import Outcome, PaymentProcessor
+from billing.store.charging import (
+    ChargeOutcomeRow,
+    NewCharge,
+    StoredCharge,
+    charges_by_key,
+    insert_pending,
+    write_outcomes,
+)
+from billing.store.engine import Session, SessionFactory, transaction
+from billing.store.ids import new_id
+
+log = logging.getLogger("billing.charging")
+
+ChargeKind = Literal["enrolment", "renewal", "on_demand"]
+ChargeState = Literal["succeeded", "failed", "unknown"]
+
+# Settlement (SPEC §7): captured before 23:30 UTC -> next business day, else the one after.
+_SETTLEMENT_CUTOFF_MINUTES = 23 * 60 + 30
+
+
+@dataclass(frozen=True, slots=True)
+class MethodChoice:
+    """One payment method a request may be charged to."""
+
+    payment_method_id: str
+    processor: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeRequest:
+    """One thing to charge: an amount, a base idempotency key and the methods to try in order.
+
+    `key` is the base idempotency key (renewals: `f"{sub}:{period_start_iso}:{attempt}"`,
+    on-demand: `f"{batch}:{index}"`); method i > 0 is charged under `f"{key}:m{i}"`.
+    `at` is the business time of the charge (the client's now: `created_at`, `updated_at`,
+    settlement date), defaulting to the run's `now`. `ref` is anything the caller wants
+    back with the result (a row id, an index).
+    """
+
+    key: str
+    client_id: str
+    kind: ChargeKind
+    amount_minor: int
+    currency: str
+    methods: tuple[MethodChoice, ...]
+    subscription_id: str | None = None
+    period_start: datetime | None = None
+    period_index: int | None = None
+    attempt: int = 1
+    batch_id: str | None = None
+    batch_index: int | None = None
+    metadata: dict[str, Any] | None = None
+    description: str = ""
+    at: datetime | None = None
+    ref: Any = None
+
+    def key_for(self, method_index: int) -> str:
+        """The idempotency key of the charge on method `method_index`."""
+        return self.key if method_index == 0 else f"{self.key}:m{method_index}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeRecord:
+    """One charge row as it ended up in this run (for events and reports)."""
+
+    charge_id: str
+    idempotency_key: str
+    method_index: int
+    payment_method_id: str | None
+    processor: str
+    amount_minor: int
+    currency: str
+    state: ChargeState
+    decline_code: str | None = None
+    decline_message: str | None = None
+    hard_decline: bool = False
+    processor_reference: str | None = None
+
+    def event_payload(self, request: ChargeRequest) -> dict[str, Any]:
+        """The payload of the `charge.succeeded` / `charge.failed` event for this row."""
+        payload: dict[str, Any] = {
+            "chargeId": self.charge_id,
+            "kind": request.kind,
+            "subscriptionId": request.subscription_id,
+            "amount": str(from_minor(self.amount_minor, self.currency)),
+            "amountMinor": self.amount_minor,
+            "currency": self.currency,
+            "paymentMethodId": self.payment_method_id,
+            "processor": self.processor,
+            "attempt": request.attempt,
+            "methodIndex": self.method_index,
+            "state": self.state,
+        }
+        if request.period_start is not None:
+            payload["periodStart"] = request.period_start.isoformat()
+        if request.batch_id is not None:
+            payload["batchId"] = request.batch_id
+            payload["batchIndex"] = request.batch_index
+        if self.state == "succeeded":
+            payload["processorReference"] = self.processor_reference
+        else:
+            payload["declineCode"] = self.decline_code
+            payload["declineMessage"] = self.decline_message
+            payload["hardDecline"] = self.hard_decline
+        return payload
+
+
+@dataclass(slots=True)
+class ChargeResult:
+    """The final word on one request.
+
+    - `succeeded`: `charge` is the row that succeeded.
+    - `failed`: every method failed (or there was none: `charge` is None, code 7200);
+      `hard` is True when every method failed with a hard decline.
+    - `unknown`: a charge's outcome could not be learned yet; `charge` is that row, still
+      `unknown` in the database, and the next run with the same request resumes it.
+    """
+
+    request: ChargeRequest
+    state: ChargeState
+    charge: ChargeRecord | None
+    records: list[ChargeRecord] = field(default_factory=list)
+
+    @property
+    def hard(self) -> bool:
+        failed = [r for r in self.records if r.state == "failed"]
+        return self.state == "failed" and bool(failed) and all(r.hard_decline for r in failed)
+
+    @property
+    def decline_code(self) -> str | None:
+        if self.state != "failed":
+            return None
+        return self.charge.decline_code if self.charge is not None else "7200"
+
+    @property
+    def decline_message(self) -> str | None:
+        if self.state != "failed":
+            return None
+        if self.charge is None:
+            return "No usable payment method."
+        return self.charge.decline_message
+
+
+ApplyResults = Callable[[Session, Sequence[ChargeResult]], Awaitable[None]]
+
+
+def expected_settlement_date(captured_at: datetime) -> date:
+    """The business day a charge captured at `captured_at` settles on (SPEC §7; weekends skipped)."""
+    utc = captured_at.astimezone(UTC)
+    return _settlement_day(utc.date(), utc.hour * 60 + utc.minute < _SETTLEMENT_CUTOFF_MINUTES)
+
+
+@lru_cache(maxsize=64)
+def _settlement_day(captured_on: date, before_cutoff: bool) -> date:
+    days = 1 if before_cutoff else 2
+    day = captured_on
+    while days:
+        day += timedelta(days=1)
+        if day.weekday() < 5:
+            days -= 1
+    return day
+
+
+@dataclass(slots=True)
+class _Cursor:
+    """Where one request stands during a run."""
+
+    request: ChargeRequest
+    method_index: int = 0
+    charge_id: str | None = None
+    # "charge": send a charge; "reconcile": look the key up first (a resumed or unknown row).
+    mode: str = "charge"
+    # Amount/token of the stored row when resuming (the row, not the request, is the truth).
+    stored: StoredCharge | None = None
+    records: list[ChargeRecord] = field(default_factory=list)
+    reconcile_rounds: int = 0
+    final: ChargeResult | None = None
+
+    @property
+    def key(self) -> str:
+        return self.request.key_for(self.method_index)
+
+    @property
+    def method(self) -> MethodChoice:
+        return self.request.methods[self.method_index]
+
+
+class ChargeRun:
+    """Requests whose pending rows are written; `settle` charges them to a final result."""
+
+    def __init__(self, cursors: list[_Cursor], now: datetime) -> None:
+        self._cursors = cursors
+        self._now = now
+
+    @property
+    def requests(self) -> list[ChargeRequest]:
+        return [c.request for c in self._cursors]
+
+    async def settle(
+        self,
+        sessions: SessionFactory,
+        processors: Mapping[str, PaymentProcessor],
+        *,
+        apply: ApplyResults,
+        semaphore: asyncio.Semaphore | None = None,
+        reconcile_rounds: int = 3,
+    ) -> list[ChargeResult]:
+        """Call the processors, record outcomes, try fallbacks, and hand final results to `apply`.
+
+        `apply(session, results)` runs inside the transaction that records the final charge
+        outcomes of `results`. A request whose outcome stays `unknown` after
+        `reconcile_rounds` look-ups is final as `unknown` for this run.
+        """
+        semaphore = semaphore or asyncio.Semaphore(64)
+        ready = [c for c in self._cursors if c.final is not None]
+        if ready:
+            async with transaction(sessions) as session:
+                await apply(session, [c.final for c in ready if c.final is not None])
+        active = [c for c in self._cursors if c.final is None]
+        while active:
+            outcomes = await asyncio.gather(*(self._call(c, processors, semaphore) for c in active))
+            rows: list[ChargeOutcomeRow] = []
+            for cursor, outcome in zip(active, outcomes, strict=True):
+                self._record(cursor, outcome, rows, reconcile_rounds)
+            finished = [c for c in active if c.final is not None]
+            following = [c for c in active if c.final is None and c.mode == "charge"]
+            async with transaction(sessions) as session:
+                await write_outcomes(session, rows)
+                if following:
+                    await _open(session, following, self._now)
+                    finished += [c for c in following if c.final is not None]
+                if finished:
+                    await apply(session, [c.final for c in finished if c.final is not None])
+            active = [c for c in active if c.final is None]
+        return [c.final for c in self._cursors if c.final is not None]
+
+    async def _call(
+        self, cursor: _Cursor, processors: Mapping[str, PaymentProcessor], semaphore: asyncio.Semaphore
+    ) -> Outcome:
+        stored = cursor.stored
+        slug = stored.processor if stored is not None else cursor.method.processor
+        processor = processors.get(slug)
+        if processor is None:
+            # Not configured in this process: another worker (or a restart) must reconcile it.
+            log.warning("processor not configured", extra={"processor": slug, "key": cursor.key})
+            return Outcome.unknown()
+        token = stored.token if stored is not None else cursor.method.token
+        amount = stored.amount_minor if stored is not None else cursor.request.amount_minor
+        currency = stored.currency if stored is not None else cursor.request.currency
+        async with semaphore:
+            try:
+                if cursor.mode == "reconcile":
+                    found = await processor.lookup(cursor.key)
+                    if found is not None:
+                        return found
+                    if token is None:
+                        return Outcome.unknown()
+                    # The processor never saw this key: sending the same key again is safe.
+                return await processor.charge(
+                    token or "",
+                    amount,
+                    currency,
+                    idempotency_key=cursor.key,
+                    description=cursor.request.description,
+                )
+            except BillingError as exc:
+                if exc.spec.name == "PROCESSOR_ERROR":
+                    return Outcome.unknown()
+                # A refusal before any money could move (bad amount, reused key...).
+                return Outcome(status="failed", decline_code=exc.spec.code, decline_message=exc.detail)
+            except Exception:
+                log.exception("processor call failed", extra={"processor": slug, "key": cursor.key})
+                return Outcome.unknown()
+
+    def _record(
+        self, cursor: _Cursor, outcome: Outcome, rows: list[ChargeOutcomeRow], reconcile_rounds: int
+    ) -> None:
+        assert cursor.charge_id is not None
+        stored = cursor.stored
+        at = cursor.request.at or self._now
+        record = ChargeRecord(
+            charge_id=cursor.charge_id,
+            idempotency_key=cursor.key,
+            method_index=cursor.method_index,
+            payment_method_id=stored.payment_method_id if stored else cursor.method.payment_method_id,
+            processor=stored.processor if stored else cursor.method.processor,
+            amount_minor=stored.amount_minor if stored else cursor.request.amount_minor,
+            currency=stored.currency if stored else cursor.request.currency,
+            state=outcome.status,
+            decline_code=outcome.decline_code,
+            decline_message=outcome.decline_message,
+            hard_decline=outcome.hard_decline,
+            processor_reference=outcome.reference,
+        )
+        rows.append(
+            ChargeOutcomeRow(
+                id=record.charge_id,
+                state=record.state,
+                decline_code=record.decline_code,
+                decline_message=record.decline_message,
+                hard_decline=record.hard_decline,
+                processor_reference=record.processor_reference,
+                expected_settlement_date=(
+                    expected_settlement_date(at) if outcome.status == "succeeded" else None
+                ),
+                updated_at=at,
+            )
+        )
+        _advance(cursor, record, reconcile_rounds)
+
+
+def _advance(cursor: _Cursor, record: ChargeRecord, reconcile_rounds: int) -> None:
+    """Move a cursor past a charge row whose state is now `record.state`."""
+    if record.state == "succeeded":
+        cursor.records.append(record)
+        cursor.final = ChargeResult(cursor.request, "succeeded", record, cursor.records)
+    elif record.state == "failed":
+        cursor.records.append(record)
+        if cursor.method_index + 1 < len(cursor.request.methods):
+            cursor.method_index += 1
+            cursor.mode = "charge"
+            cursor.stored = None
+            cursor.charge_id = None
+        else:
+            cursor.final = ChargeResult(cursor.request, "failed", record, cursor.records)
+    else:
+        cursor.reconcile_rounds += 1
+        cursor.mode = "reconcile"
+        if cursor.reconcile_rounds > reconcile_rounds:
+            cursor.records.append(record)
+            cursor.final = ChargeResult(cursor.request, "unknown", record, cursor.records)
+
+
+def _stored_record(stored: StoredCharge) -> ChargeRecord:
+    state: ChargeState = "succeeded" if stored.state in ("succeeded", "settled") else "failed"
+    return ChargeRecord(
+        charge_id=stored.id,
+        idempotency_key=stored.idempotency_key,
+        method_index=stored.method_index,
+        payment_method_id=stored.payment_method_id,
+        processor=stored.processor,
+        amount_minor=stored.amount_minor,
+        currency=stored.currency,
+        state=state,
+        decline_code=stored.decline_code,
+        decline_message=stored.decline_message,
+        hard_decline=stored.hard_decline,
+        processor_reference=stored.processor_reference,
+    )
+
+
+async def _open(session: Session, cursors: Sequence[_Cursor], now: datetime) -> None:
+    """Write pending rows for cursors in "charge" mode; resume from rows whose key is taken.
+
+    Loops because a resumed row that already failed moves its cursor to the next method,
+    whose key may be taken too.
+    """
+    todo = [c for c in cursors if c.final is None and c.mode == "charge"]
+    while todo:
+        no_method = [c for c in todo if c.method_index >= len(c.request.methods)]
+        for cursor in no_method:
+            cursor.final = ChargeResult(cursor.request, "failed", None, cursor.records)
+        todo = [c for c in todo if c.final is None]
+        new = {
+            c.key: NewCharge(
+                id=new_id("charge"),
+                client_id=c.request.client_id,
+                subscription_id=c.request.subscription_id,
+                kind=c.request.kind,
+                amount_minor=c.request.amount_minor,
+                currency=c.request.currency,
+                payment_method_id=c.method.payment_method_id,
+                processor=c.method.processor,
+                idempotency_key=c.key,
+                period_start=c.request.period_start,
+                period_index=c.request.period_index,
+                attempt=c.request.attempt,
+                method_index=c.method_index,
+                batch_id=c.request.batch_id,
+                batch_index=c.request.batch_index,
+                metadata=c.request.metadata,
+                created_at=c.request.at or now,
+            )
+            for c in todo
+        }
+        inserted = await insert_pending(session, list(new.values()))
+        taken = [c for c in todo if c.key not in inserted]
+        for cursor in todo:
+            if cursor.key in inserted:
+                cursor.charge_id = new[cursor.key].id
+        if not taken:
+            return
+        stored = await charges_by_key(session, [c.key for c in taken])
+        retry: list[_Cursor] = []
+        for cursor in taken:
+            row = stored.get(cursor.key)
+            if row is None:
+                # Taken by a row under another unique key (same subscription, period, attempt and
+                # method written with a different key format): nothing safe to do but stop here.
+                cursor.final = ChargeResult(cursor.request, "unknown", None, cursor.records)
+                log.error("charge key conflict without a row", extra={"key": cursor.key})
+                continue
+            cursor.charge_id = row.id
+            if row.state in ("pending", "unknown"):
+                cursor.mode = "reconcile"
+                cursor.stored = row
+                continue
+            _advance(cursor, _stored_record(row), reconcile_rounds=0)
+            if cursor.final is None:
+                retry.append(cursor)
+        todo = retry
+
+
+async def open_charges(session: Session, requests: Sequence[ChargeRequest], *, now: datetime) -> ChargeRun:
+    """Write the `pending` rows of `requests` in the caller's transaction (the caller commits).
+
+    A request whose key is already taken resumes the stored row: it is reconciled (never
+    charged under a new key) or, if final, reported as it is. A request without methods is
+    final at once as `failed` with code 7200.
+    """
+    cursors = [_Cursor(request) for request in requests]
+    await _open(session, cursors, now)
+    return ChargeRun(cursors, now)
+
+
+async def execute_charges(
+    sessions: SessionFactory,
+    processors: Mapping[str, PaymentProcessor],
+    requests: Sequence[ChargeRequest],
+    *,
+    now: datetime,
+    apply: ApplyResults,
+    semaphore: asyncio.Semaphore | None = None,
+    reconcile_rounds: int = 3,
+) -> list[ChargeResult]:
+    """Open and settle `requests` (see the module docstring); returns one result per request."""
+    async with transaction(sessions) as session:
+        run = await open_charges(session, requests, now=now)
+    return await run.settle(
+        sessions, processors, apply=apply, semaphore=semaphore, reconcile_rounds=reconcile_rounds
+    )

@@ -1,0 +1,186 @@
+"""Bulk charges from a CSV file: ``subscriptionId,amount,metadata`` with a header row, at most 10 MB.
+
+A file that cannot be read as CSV (not UTF-8 text, binary, no header, no rows) is refused
+whole with 7018 INVALID_FILE naming the line. Inside a readable file every row stands alone:
+a bad row is stored as rejected with its line number and the good rows are still charged.
+Items are keyed by their line number, so reports and the results CSV point at the merchant's
+own file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import secrets
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from billing.domain.clock import Clock
+from billing.domain.errors import BillingError
+from billing.services.ondemand import BatchReceipt, ItemInput, ItemOutcome, receive_items
+from billing.store.engine import Session
+
+CSV_MAX_BYTES = 10 * 1024 * 1024
+COLUMNS = ("subscriptionId", "amount", "metadata")
+REQUIRED_COLUMNS = ("subscriptionId", "amount")
+_HEADER_HINT = "the first line must be the header subscriptionId,amount[,metadata]"
+_TRACKING_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-"
+_TRACKING_LENGTH = 21
+
+
+def new_tracking_id() -> str:
+    """A 21-character URL-safe id, the shape Migo uses for upload tracking ids."""
+    return "".join(secrets.choice(_TRACKING_ALPHABET) for _ in range(_TRACKING_LENGTH))
+
+
+def _invalid(line: int, reason: str) -> BillingError:
+    return BillingError("INVALID_FILE", message=f"line {line}: {reason}", field="file")
+
+
+def _decode(content: bytes) -> str:
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = content[: exc.start].count(b"\n") + 1
+        raise _invalid(line, "the file is not UTF-8 text; upload a CSV file.") from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise _invalid(text.count("\n", 0, nul) + 1, "the file contains binary data; upload a CSV file.")
+    return text
+
+
+def _header(row: list[str], line: int) -> list[str]:
+    names: list[str] = []
+    canonical = {name.lower(): name for name in COLUMNS}
+    for cell in row:
+        name = canonical.get(cell.strip().lower())
+        if name is None:
+            shown = cell.strip()[:40]
+            raise _invalid(line, f"unknown column {shown!r}; {_HEADER_HINT}.")
+        if name in names:
+            raise _invalid(line, f"column {name} appears twice; {_HEADER_HINT}.")
+        names.append(name)
+    missing = [name for name in REQUIRED_COLUMNS if name not in names]
+    if missing:
+        raise _invalid(line, f"missing column {', '.join(missing)}; {_HEADER_HINT}.")
+    return names
+
+
+def _row_item(names: list[str], row: list[str], line: int) -> ItemInput:
+    raw: dict[str, Any] = dict(zip(names, row, strict=False))
+    if len(row) > len(names):
+        raw["extra"] = row[len(names) :]
+    cells = {name: raw.get(name, "").strip() for name in names}
+    problem: BillingError | None = None
+    missing = [name for name in names[len(row) :] if name in REQUIRED_COLUMNS]
+    if len(row) > len(names) or missing:
+        problem = BillingError(
+            "CHECK_PARAMETERS",
+            message=(
+                f"expected {len(names)} columns, found {len(row)} "
+                "(quote values that contain commas, such as metadata JSON)."
+            ),
+        )
+    metadata: object = None
+    if problem is None and cells.get("metadata"):
+        try:
+            metadata = json.loads(cells["metadata"], parse_float=Decimal)
+        except ValueError:
+            problem = BillingError(
+                "CHECK_PARAMETERS", message="metadata is not valid JSON.", field="metadata"
+            )
+    return ItemInput(
+        index=line,
+        subscription_id=cells.get("subscriptionId", ""),
+        amount=cells.get("amount", ""),
+        metadata=metadata,
+        raw=raw,
+        problem=problem,
+    )
+
+
+def parse_charges_csv(content: bytes) -> list[ItemInput]:
+    """The rows of a charges CSV as items (index = line number); raises 7017 or 7018 for the file."""
+    if len(content) > CSV_MAX_BYTES:
+        raise BillingError(
+            "PAYLOAD_TOO_LARGE",
+            message=f"The file exceeds the {CSV_MAX_BYTES} byte (10 MB) limit.",
+            field="file",
+        )
+    text = _decode(content)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    names: list[str] | None = None
+    items: list[ItemInput] = []
+    line = 1
+    try:
+        while True:
+            line = reader.line_num + 1  # where the next record starts
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            if not any(cell.strip() for cell in row):
+                continue  # blank lines (and spreadsheet ",,," rows) carry no charge
+            if names is None:
+                names = _header(row, line)
+                continue
+            items.append(_row_item(names, row, line))
+    except csv.Error as exc:
+        raise _invalid(line, f"the file is not valid CSV ({exc}).") from None
+    if names is None:
+        raise _invalid(1, f"the file is empty; {_HEADER_HINT}.")
+    if not items:
+        raise _invalid(line, "the file has a header row but no charges.")
+    return items
+
+
+async def receive_csv(
+    session: Session, clock: Clock, *, client_id: str, content: bytes, filename: str | None
+) -> BatchReceipt:
+    """Parse, validate and queue a charges CSV as one batch with a tracking id."""
+    items = parse_charges_csv(content)
+    return await receive_items(
+        session,
+        clock,
+        client_id=client_id,
+        items=items,
+        source="csv",
+        tracking_id=new_tracking_id(),
+        filename=(filename or "")[:255] or None,
+    )
+
+
+RESULT_COLUMNS = ("line", "subscriptionId", "amount", "metadata", "chargeId", "state", "code", "message")
+
+
+def _input_cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
+def results_csv(outcomes: Sequence[ItemOutcome], *, header: bool) -> str:
+    """Rows of the results CSV: the input columns as uploaded, then chargeId, state, code, message."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    if header:
+        writer.writerow(RESULT_COLUMNS)
+    for outcome in outcomes:
+        raw = outcome.raw or {}
+        writer.writerow(
+            [
+                outcome.index,
+                _input_cell(raw.get("subscriptionId", outcome.subscription_id)),
+                _input_cell(raw.get("amount")),
+                _input_cell(raw.get("metadata")),
+                outcome.charge_id or "",
+                outcome.state,
+                outcome.code or "",
+                outcome.message or "",
+            ]
+        )
+    return out.getvalue()

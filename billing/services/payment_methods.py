@@ -1,0 +1,194 @@
+"""A cardholder's payment methods: add, remove, choose the default of a subscription.
+
+Every active method of a cardholder backs each of their subscriptions: the subscription's
+default first, then the others in `priority` order. Choosing a new default puts that card first
+and keeps the others in their order, so the previous default becomes the first fallback.
+
+`tokenizeData.cardId` is a token the processor already issued (for `sandbox`, a `tok_sbx_...`
+token; for `stripe`, `cus_...:pm_...`). Raw card data may be sent as `cardInfo` instead and is
+tokenized here; card numbers are never stored, and one sent as `cardId` is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from billing.domain.clock import Clock
+from billing.domain.errors import BillingError
+from billing.domain.grace import Episode, GracePolicy, on_new_default_card
+from billing.processors.base import CardInfo
+from billing.processors.cards import luhn_valid
+from billing.services.client_clock import client_now, load_client
+from billing.services.enrolment import processor_named, tokenize
+from billing.services.subscriptions import SubscriptionView, get_subscription, subscription_detail
+from billing.store import payment_methods as store
+from billing.store import subscriptions as subscription_store
+from billing.store.engine import Session, SessionFactory, transaction
+from billing.store.ids import new_id
+from billing.store.models import PaymentMethod, Subscription
+
+log = logging.getLogger("billing.payment_methods")
+
+
+@dataclass(frozen=True)
+class NewPaymentMethod:
+    """`tokenizeData`: a processor token (`card_id`) or raw card data (`card`), exactly one."""
+
+    user_id: str
+    processor: str
+    card_id: str | None = None
+    card: CardInfo | None = None
+    alias: str | None = None
+
+
+def _looks_like_card_number(value: str) -> bool:
+    digits = value.replace(" ", "").replace("-", "")
+    return 12 <= len(digits) <= 19 and luhn_valid(digits)
+
+
+async def add_payment_method(
+    sessions: SessionFactory,
+    clock: Clock,
+    processors: Mapping[str, Any],
+    *,
+    client_id: str,
+    request: NewPaymentMethod,
+) -> PaymentMethod:
+    """Save a card for a cardholder as their last fallback.
+
+    Raises 7005 for an unknown processor, 7000 unless exactly one of cardId / cardInfo is given,
+    7204 for a card number sent as cardId, and tokenize's errors (7204, 7202, declines) for cardInfo.
+    """
+    processor = processor_named(processors, request.processor, field="tokenizeData.processorId")
+    if (request.card_id is None) == (request.card is None):
+        raise BillingError(
+            "CHECK_PARAMETERS",
+            message="Send exactly one of tokenizeData.cardId (a processor token) and tokenizeData.cardInfo.",
+            field="tokenizeData.cardId",
+        )
+    user_id = request.user_id.strip()
+    if not user_id:
+        raise BillingError(
+            "CHECK_PARAMETERS", message="userId must not be empty.", field="tokenizeData.userId"
+        )
+    method = PaymentMethod(
+        id=new_id("payment_method"),
+        client_id=client_id,
+        user_id=user_id,
+        processor=processor.slug,
+        token="",
+        alias=request.alias,
+        status=store.ACTIVE,
+        created_at=clock.now(),
+    )
+    if request.card is not None:
+        token = await tokenize(
+            processor, request.card, customer_ref=f"{client_id}:{user_id}", prefix="tokenizeData.cardInfo."
+        )
+        method.token = token.token
+        method.brand, method.last4 = token.brand, token.last4
+        method.exp_month, method.exp_year = token.exp_month, token.exp_year
+    else:
+        assert request.card_id is not None
+        card_id = request.card_id.strip()
+        if _looks_like_card_number(card_id):
+            # Never store a card number: it belongs in cardInfo, which is tokenized and forgotten.
+            raise BillingError(
+                "INVALID_CARD_DATA",
+                message="tokenizeData.cardId must be a processor token, not a card number; send cardInfo instead.",
+                field="tokenizeData.cardId",
+            )
+        method.token = card_id
+    async with transaction(sessions) as session:
+        await load_client(session, client_id)
+        await store.add_payment_method(session, method)
+    return method
+
+
+async def _method_of(session: Session, client_id: str, method_id: str, field: str) -> PaymentMethod:
+    method = await store.get_payment_method(session, client_id, method_id)
+    if method is None or method.status != store.ACTIVE:
+        raise BillingError("CARD_NOT_FOUND", field=field)
+    return method
+
+
+async def remove_payment_method(
+    session: Session, clock: Clock, *, client_id: str, method_id: str, user_id: str | None = None
+) -> PaymentMethod:
+    """Retire a card. Subscriptions that defaulted to it move to the cardholder's next card.
+
+    Raises 7200 CARD_NOT_FOUND for an unknown, removed or other cardholder's card and 7051
+    LAST_PAYMENT_METHOD when it is the only card left behind an active subscription.
+    """
+    method = await _method_of(session, client_id, method_id, "paymentMethodId")
+    if user_id is not None and user_id != method.user_id:
+        raise BillingError("CARD_NOT_FOUND", field="paymentMethodId")
+    # Serialise changes to this cardholder's cards, so two removals cannot each leave "the other one".
+    await store.lock_cardholder(session, client_id, method.user_id)
+    remaining = [
+        m for m in await store.active_methods(session, client_id, method.user_id) if m.id != method.id
+    ]
+    active = await subscription_store.active_subscriptions_of_user(session, client_id, method.user_id)
+    if active and not remaining:
+        raise BillingError("LAST_PAYMENT_METHOD", field="paymentMethodId")
+    now = clock.now()
+    for subscription in active:
+        if subscription.default_payment_method_id == method.id:
+            subscription.default_payment_method_id = remaining[0].id
+            subscription.updated_at = now
+    method.status = store.REMOVED
+    await session.flush()
+    return method
+
+
+def _episode_of(subscription: Subscription) -> Episode | None:
+    if subscription.grace_started_at is None or subscription.grace_policy is None:
+        return None
+    return Episode(
+        started_at=subscription.grace_started_at,
+        attempts_made=subscription.grace_attempts,
+        policy=GracePolicy.from_snapshot(subscription.grace_policy),
+        next_attempt_at=subscription.grace_retry_at,
+    )
+
+
+async def set_default_payment_method(
+    session: Session, clock: Clock, *, client_id: str, subscription_id: str, method_id: str
+) -> SubscriptionView:
+    """Make a card the subscription's default and the cardholder's first fallback.
+
+    On a subscription in grace this asks the worker for an immediate retry (`next_attempt_at`
+    = now) when the grace policy still allows one. Raises 7041, 7200 (unknown card or another
+    cardholder's) and 7050 when the subscription is not active.
+    """
+    subscription = await get_subscription(session, client_id=client_id, subscription_id=subscription_id)
+    method = await _method_of(session, client_id, method_id, "paymentMethodId")
+    if method.user_id != subscription.user_id:
+        raise BillingError(
+            "CARD_NOT_FOUND", message="The card belongs to another cardholder.", field="paymentMethodId"
+        )
+    if subscription.status != "active":
+        raise BillingError(
+            "STATE_CONFLICT",
+            message=f"The subscription is {subscription.status}; its cards can no longer change.",
+            field="subscriptionId",
+        )
+    client = await load_client(session, client_id)
+    now = clock.now()
+    values: dict[str, Any] = {"default_payment_method_id": method.id, "updated_at": now}
+    episode = _episode_of(subscription)
+    if subscription.renewal_status == "in_grace" and episode is not None:
+        local_now = client_now(clock, client)
+        decision = on_new_default_card(episode, local_now)
+        # The worker owns the retry; this only makes the subscription due now. When the policy
+        # allows no retry, the worker's deadline check ends the episode instead.
+        values["next_attempt_at"] = local_now
+        if decision.status == "active":
+            values["grace_retry_at"] = local_now
+    if not await subscription_store.update_if_active(session, subscription, **values):
+        raise BillingError("STATE_CONFLICT", field="subscriptionId")
+    await store.put_first(session, method)
+    return await subscription_detail(session, client_id=client_id, subscription_id=subscription.id)

@@ -1,0 +1,297 @@
+"""Charge rows for the shared charge machinery (`billing.services.charging`).
+
+Pending rows are inserted with `ON CONFLICT DO NOTHING ... RETURNING`: a key that is already
+taken means an earlier run (maybe a crashed worker) got that far, and the caller resumes
+from the stored row instead of writing a second one. Outcomes are written with a
+conditional UPDATE that only leaves `pending`/`unknown`, so a late writer never overwrites a
+final state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from billing.store.bulk import Column, insert_rows, is_postgres, json_text, update_rows
+from billing.store.engine import Session
+from billing.store.models import Charge, PaymentMethod
+
+_CHARGE = Charge.metadata.tables["charge"]
+_METHOD = PaymentMethod.metadata.tables["payment_method"]
+_OPEN = ("pending", "unknown")
+_CHUNK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class NewCharge:
+    """A `pending` charge row to write before the processor is called."""
+
+    id: str
+    client_id: str
+    subscription_id: str | None
+    kind: str
+    amount_minor: int
+    currency: str
+    payment_method_id: str | None
+    processor: str
+    idempotency_key: str
+    period_start: datetime | None
+    period_index: int | None
+    attempt: int
+    method_index: int
+    batch_id: str | None
+    batch_index: int | None
+    metadata: dict[str, Any] | None
+    created_at: datetime
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "client_id": self.client_id,
+            "subscription_id": self.subscription_id,
+            "kind": self.kind,
+            "amount_minor": self.amount_minor,
+            "currency": self.currency,
+            "payment_method_id": self.payment_method_id,
+            "processor": self.processor,
+            "period_start": self.period_start,
+            "period_index": self.period_index,
+            "attempt": self.attempt,
+            "method_index": self.method_index,
+            "state": "pending",
+            "hard_decline": False,
+            "idempotency_key": self.idempotency_key,
+            "batch_id": self.batch_id,
+            "batch_index": self.batch_index,
+            "charge_metadata": self.metadata,
+            "created_at": self.created_at,
+            "updated_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCharge:
+    """A charge row found under a key that was already taken, with its method's token."""
+
+    id: str
+    idempotency_key: str
+    state: str
+    amount_minor: int
+    currency: str
+    payment_method_id: str | None
+    processor: str
+    token: str | None
+    method_index: int
+    decline_code: str | None
+    decline_message: str | None
+    hard_decline: bool
+    processor_reference: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeOutcomeRow:
+    """The final (or `unknown`) state of one charge row."""
+
+    id: str
+    state: str
+    decline_code: str | None
+    decline_message: str | None
+    hard_decline: bool
+    processor_reference: str | None
+    expected_settlement_date: date | None
+    updated_at: datetime
+
+
+def _insert_ignoring_taken_keys(session: Session) -> Any:
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return insert(_CHARGE).on_conflict_do_nothing().returning(_CHARGE.c.idempotency_key)
+
+
+# Array columns of a pending charge (PostgreSQL path), in INSERT order.
+_PENDING_COLUMNS: tuple[Column, ...] = (
+    ("id", "text"),
+    ("client_id", "text"),
+    ("subscription_id", "text"),
+    ("kind", "text"),
+    ("amount_minor", "bigint"),
+    ("currency", "text"),
+    ("payment_method_id", "text"),
+    ("processor", "text"),
+    ("period_start", "timestamptz"),
+    ("period_index", "integer"),
+    ("attempt", "integer"),
+    ("method_index", "integer"),
+    ("idempotency_key", "text"),
+    ("batch_id", "text"),
+    ("batch_index", "integer"),
+    ("created_at", "timestamptz"),
+    ("charge_metadata", "text"),
+)
+_PENDING_TARGET = (*(name for name, _ in _PENDING_COLUMNS), "state", "hard_decline", "updated_at")
+_PENDING_SELECT = (
+    *(name for name, _ in _PENDING_COLUMNS[:-1]),
+    "CAST(charge_metadata AS jsonb)",
+    "'pending'",
+    "false",
+    "created_at",
+)
+
+
+async def insert_pending(session: Session, charges: Sequence[NewCharge]) -> set[str]:
+    """Insert `pending` rows; returns the idempotency keys actually inserted (the rest were taken)."""
+    if not charges:
+        return set()
+    if is_postgres(session):
+        return await _insert_pending_postgres(session, charges)
+    conn = await session.connection()
+    statement = _insert_ignoring_taken_keys(session)
+    inserted: set[str] = set()
+    for start in range(0, len(charges), _CHUNK):
+        rows = [charge.row() for charge in charges[start : start + _CHUNK]]
+        result = await conn.execute(statement, rows)
+        inserted.update(result.scalars().all())
+    return inserted
+
+
+async def _insert_pending_postgres(session: Session, charges: Sequence[NewCharge]) -> set[str]:
+    rows = [
+        (
+            c.id,
+            c.client_id,
+            c.subscription_id,
+            c.kind,
+            c.amount_minor,
+            c.currency,
+            c.payment_method_id,
+            c.processor,
+            c.period_start,
+            c.period_index,
+            c.attempt,
+            c.method_index,
+            c.idempotency_key,
+            c.batch_id,
+            c.batch_index,
+            c.created_at,
+            json_text(c.metadata),
+        )
+        for c in charges
+    ]
+    inserted = await insert_rows(
+        session,
+        "charge",
+        _PENDING_COLUMNS,
+        rows,
+        target=_PENDING_TARGET,
+        select_list=_PENDING_SELECT,
+        suffix="ON CONFLICT DO NOTHING RETURNING idempotency_key",
+    )
+    return {row[0] for row in inserted}
+
+
+async def charges_by_key(session: Session, keys: Sequence[str]) -> dict[str, StoredCharge]:
+    """The stored charges under these idempotency keys, with the token of the method they used."""
+    found: dict[str, StoredCharge] = {}
+    conn = await session.connection()
+    for start in range(0, len(keys), _CHUNK):
+        chunk = list(keys[start : start + _CHUNK])
+        rows = await conn.execute(
+            select(
+                _CHARGE.c.id,
+                _CHARGE.c.idempotency_key,
+                _CHARGE.c.state,
+                _CHARGE.c.amount_minor,
+                _CHARGE.c.currency,
+                _CHARGE.c.payment_method_id,
+                _CHARGE.c.processor,
+                _METHOD.c.token,
+                _CHARGE.c.method_index,
+                _CHARGE.c.decline_code,
+                _CHARGE.c.decline_message,
+                _CHARGE.c.hard_decline,
+                _CHARGE.c.processor_reference,
+            )
+            .select_from(_CHARGE.outerjoin(_METHOD, _METHOD.c.id == _CHARGE.c.payment_method_id))
+            .where(_CHARGE.c.idempotency_key.in_(chunk))
+        )
+        for row in rows.all():
+            stored = StoredCharge(**row._asdict())
+            found[stored.idempotency_key] = stored
+    return found
+
+
+_WRITE_OUTCOME = (
+    update(_CHARGE)
+    # Two equalities rather than IN: an expanding IN list cannot be used with executemany.
+    .where(_CHARGE.c.id == bindparam("b_id"), or_(*(_CHARGE.c.state == state for state in _OPEN)))
+    .values(
+        state=bindparam("b_state"),
+        decline_code=bindparam("b_decline_code"),
+        decline_message=bindparam("b_decline_message"),
+        hard_decline=bindparam("b_hard_decline"),
+        processor_reference=bindparam("b_reference"),
+        expected_settlement_date=bindparam("b_settlement"),
+        updated_at=bindparam("b_updated_at"),
+    )
+)
+
+
+_OUTCOME_COLUMNS: tuple[Column, ...] = (
+    ("id", "text"),
+    ("state", "text"),
+    ("decline_code", "text"),
+    ("decline_message", "text"),
+    ("hard_decline", "boolean"),
+    ("processor_reference", "text"),
+    ("expected_settlement_date", "date"),
+    ("updated_at", "timestamptz"),
+)
+
+
+async def write_outcomes(session: Session, outcomes: Sequence[ChargeOutcomeRow]) -> None:
+    """Record outcomes on rows still `pending`/`unknown` (a row already final is left alone)."""
+    if not outcomes:
+        return
+    if is_postgres(session):
+        await update_rows(
+            session,
+            "charge",
+            _OUTCOME_COLUMNS,
+            [
+                (
+                    o.id,
+                    o.state,
+                    o.decline_code,
+                    o.decline_message,
+                    o.hard_decline,
+                    o.processor_reference,
+                    o.expected_settlement_date,
+                    o.updated_at,
+                )
+                for o in outcomes
+            ],
+            assignments=[f"{name} = v.{name}" for name, _ in _OUTCOME_COLUMNS[1:]],
+            where="t.id = v.id AND t.state IN ('pending', 'unknown')",
+        )
+        return
+    conn = await session.connection()
+    params = [
+        {
+            "b_id": o.id,
+            "b_state": o.state,
+            "b_decline_code": o.decline_code,
+            "b_decline_message": o.decline_message,
+            "b_hard_decline": o.hard_decline,
+            "b_reference": o.processor_reference,
+            "b_settlement": o.expected_settlement_date,
+            "b_updated_at": o.updated_at,
+        }
+        for o in outcomes
+    ]
+    await conn.execute(_WRITE_OUTCOME, params)

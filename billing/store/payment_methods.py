@@ -1,0 +1,85 @@
+"""Payment methods (processor tokens) of a client's cardholders, and their fallback order.
+
+A cardholder's active methods are the payment methods of every subscription they hold: the
+subscription's default first, then the others by `priority` (lower first, then oldest first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, update
+from sqlmodel import col, select
+
+from billing.store.engine import Session
+from billing.store.models import PaymentMethod, Subscription
+
+ACTIVE = "active"
+REMOVED = "removed"
+
+
+async def next_priority(session: Session, client_id: str, user_id: str) -> int:
+    """The priority that puts a new method after every method the cardholder already has."""
+    query = (
+        select(func.max(PaymentMethod.priority))
+        .where(PaymentMethod.client_id == client_id)
+        .where(PaymentMethod.user_id == user_id)
+    )
+    highest = (await session.exec(query)).one()
+    return 0 if highest is None else int(highest) + 1
+
+
+async def add_payment_method(session: Session, method: PaymentMethod) -> PaymentMethod:
+    """Insert `method` as the cardholder's last fallback."""
+    method.priority = await next_priority(session, method.client_id, method.user_id)
+    session.add(method)
+    await session.flush()
+    return method
+
+
+async def get_payment_method(session: Session, client_id: str, method_id: str) -> PaymentMethod | None:
+    """The client's payment method with this id (any status); another client's is None."""
+    method = await session.get(PaymentMethod, method_id)
+    return method if method is not None and method.client_id == client_id else None
+
+
+async def active_methods(session: Session, client_id: str, user_id: str) -> Sequence[PaymentMethod]:
+    """The cardholder's active methods in fallback order."""
+    query = (
+        select(PaymentMethod)
+        .where(PaymentMethod.client_id == client_id)
+        .where(PaymentMethod.user_id == user_id)
+        .where(PaymentMethod.status == ACTIVE)
+        .order_by(col(PaymentMethod.priority), col(PaymentMethod.created_at), col(PaymentMethod.id))
+    )
+    return (await session.exec(query)).all()
+
+
+async def methods_for_subscription(session: Session, subscription: Subscription) -> list[PaymentMethod]:
+    """The methods a charge for `subscription` tries, in order: its default, then the fallbacks."""
+    methods = list(await active_methods(session, subscription.client_id, subscription.user_id))
+    methods.sort(key=lambda m: m.id != subscription.default_payment_method_id)  # stable: default first
+    return methods
+
+
+async def put_first(session: Session, method: PaymentMethod) -> None:
+    """Make `method` the cardholder's first fallback, keeping the others in their current order."""
+    others = [m for m in await active_methods(session, method.client_id, method.user_id) if m.id != method.id]
+    method.priority = 0
+    for position, other in enumerate(others, start=1):
+        other.priority = position
+    await session.flush()
+
+
+async def lock_cardholder(session: Session, client_id: str, user_id: str) -> None:
+    """Take the write lock on the cardholder's methods until the transaction ends.
+
+    A no-op UPDATE: row locks on PostgreSQL, the database write lock on SQLite. Either way a
+    second transaction changing the same cardholder's cards waits for this one.
+    """
+    await session.exec(
+        update(PaymentMethod)
+        .where(col(PaymentMethod.client_id) == client_id)
+        .where(col(PaymentMethod.user_id) == user_id)
+        .values(priority=PaymentMethod.priority)
+    )

@@ -1,0 +1,89 @@
+"""Subscriptions of a client, as the merchant API reads and changes them.
+
+State changes are conditional updates (`... WHERE status = 'active'`), so a cancellation racing a
+worker or a second cancellation can never both apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import col, select
+
+from billing.store.engine import Session
+from billing.store.models import Subscription
+
+
+async def add_subscription(session: Session, subscription: Subscription) -> Subscription:
+    """Insert a new subscription (flushed)."""
+    session.add(subscription)
+    await session.flush()
+    return subscription
+
+
+async def get_subscription(session: Session, client_id: str, subscription_id: str) -> Subscription | None:
+    """The client's subscription with this id; another client's is None, exactly like a missing one."""
+    subscription = await session.get(Subscription, subscription_id)
+    if subscription is None or subscription.client_id != client_id:
+        return None
+    return subscription
+
+
+async def subscriptions_of_user(session: Session, client_id: str, user_id: str) -> Sequence[Subscription]:
+    """Every subscription of one cardholder, newest first."""
+    query = (
+        select(Subscription)
+        .where(Subscription.client_id == client_id)
+        .where(Subscription.user_id == user_id)
+        .order_by(col(Subscription.created_at).desc(), col(Subscription.id).desc())
+    )
+    return (await session.exec(query)).all()
+
+
+async def active_subscriptions_of_user(
+    session: Session, client_id: str, user_id: str
+) -> Sequence[Subscription]:
+    """The cardholder's subscriptions whose status is `active`."""
+    query = (
+        select(Subscription)
+        .where(Subscription.client_id == client_id)
+        .where(Subscription.user_id == user_id)
+        .where(Subscription.status == "active")
+        .order_by(col(Subscription.created_at), col(Subscription.id))
+    )
+    return (await session.exec(query)).all()
+
+
+async def update_if_active(session: Session, subscription: Subscription, **values: Any) -> bool:
+    """Apply `values` only while the subscription is `active`; False (nothing written) otherwise.
+
+    The object is refreshed either way, so the caller sees what the database holds.
+    """
+    result = await session.exec(
+        update(Subscription)
+        .where(col(Subscription.id) == subscription.id)
+        .where(col(Subscription.status) == "active")
+        .values(**values)
+    )
+    await session.refresh(subscription)
+    return bool(result.rowcount == 1)
+
+
+async def cancel_if_active(
+    session: Session, subscription: Subscription, *, at: datetime, now: datetime
+) -> bool:
+    """Cancel at once: `cancelled`, retries stopped (`next_attempt_at` NULL), lease released."""
+    return await update_if_active(
+        session,
+        subscription,
+        status="cancelled",
+        cancelled_at=at,
+        ended_at=at,
+        next_attempt_at=None,
+        lease_owner=None,
+        lease_until=None,
+        updated_at=now,
+    )

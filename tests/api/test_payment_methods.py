@@ -1,0 +1,196 @@
+"""Payment methods over HTTP: add (token or card data), remove, set-default and fallback order."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from billing.domain.grace import GracePolicy
+from billing.processors.base import CardInfo
+from billing.store.models import PaymentMethod, Subscription
+from tests.api.conftest import card, create_plan, data_of, enrol, error_of
+
+pytestmark = pytest.mark.anyio
+
+PATH = "/v1/subscriptions/payment-methods"
+
+
+@pytest.fixture
+async def enrolled(merchant: Any) -> dict[str, Any]:
+    """An active subscription of user-1 with its one card."""
+    plan = await create_plan(merchant)
+    subscription: dict[str, Any] = (await enrol(merchant, plan["id"]))["subscription"]
+    return subscription
+
+
+async def _add(merchant: Any, user: str = "user-1", **tokenize: Any) -> dict[str, Any]:
+    body = {"tokenizeData": {"userId": user, "clientId": merchant.id, "processorId": "sandbox", **tokenize}}
+    method: dict[str, Any] = data_of(await merchant.post(PATH, json=body), 201)
+    return method
+
+
+async def _detail(merchant: Any, subscription_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = data_of(await merchant.get(f"/v1/subscriptions/detail/{subscription_id}"))
+    return found
+
+
+async def test_a_card_added_with_card_info_becomes_the_last_fallback(
+    merchant: Any, enrolled: dict[str, Any]
+) -> None:
+    added = await _add(merchant, cardInfo=card("5555555555554444"), alias="backup")
+
+    assert (added["brand"], added["last4"], added["alias"], added["status"]) == (
+        "mastercard",
+        "4444",
+        "backup",
+        "active",
+    )
+    detail = await _detail(merchant, enrolled["id"])
+    assert detail["paymentMethodIds"] == [enrolled["defaultPaymentMethodId"], added["id"]]
+
+
+async def test_a_card_added_with_a_processor_token(merchant: Any, runtime: Any) -> None:
+    token = await runtime.processors["sandbox"].tokenize(
+        CardInfo("4242424242424242", 12, 2030, "123", "Ada"), customer_ref="x"
+    )
+
+    added = await _add(merchant, cardId=token.token)
+
+    async with runtime.sessions() as session:
+        row = await session.get(PaymentMethod, added["id"])
+    assert row is not None
+    assert row.token == token.token
+    assert "token" not in added
+    assert "cardId" not in added
+
+
+@pytest.mark.parametrize(
+    ("tokenize", "status", "code", "field"),
+    [
+        ({}, 400, "7000", "tokenizeData.cardId"),
+        ({"cardId": "tok_x", "cardInfo": card()}, 400, "7000", "tokenizeData.cardId"),
+        ({"cardId": "4242424242424242"}, 400, "7204", "tokenizeData.cardId"),
+        ({"cardId": "4242 4242 4242 4242"}, 400, "7204", "tokenizeData.cardId"),
+        ({"cardId": "tok_x", "processorId": "fac-2"}, 404, "7005", "tokenizeData.processorId"),
+        ({"cardId": "tok_x", "processorId": None}, 400, "7000", "tokenizeData.processorId"),
+        ({"cardId": "tok_x", "userId": None}, 400, "7000", "tokenizeData.userId"),
+        ({"cardId": "tok_x", "clientId": "cli_other"}, 403, "7605", "tokenizeData.clientId"),
+        ({"cardInfo": {**card(), "expYear": 2020}}, 402, "7202", "tokenizeData.cardInfo.expYear"),
+        ({"cardInfo": {**card(), "cvv": 123}}, 400, "7000", "tokenizeData.cardInfo.cvv"),
+    ],
+)
+async def test_bad_additions(
+    merchant: Any, tokenize: dict[str, Any], status: int, code: str, field: str
+) -> None:
+    data = {"userId": "user-1", "clientId": merchant.id, "processorId": "sandbox", **tokenize}
+    data = {k: v for k, v in data.items() if v is not None}
+
+    error_of(await merchant.post(PATH, json={"tokenizeData": data}), status, code, field)
+    assert "4242424242424242" not in (await merchant.post(PATH, json={"tokenizeData": data})).text
+
+
+async def test_set_default_puts_the_card_first_and_the_old_default_second(
+    merchant: Any, enrolled: dict[str, Any]
+) -> None:
+    first = enrolled["defaultPaymentMethodId"]
+    second = await _add(merchant, cardInfo=card("5555555555554444"))
+    third = await _add(merchant, cardInfo=card("4000056655665556"))
+
+    response = await merchant.put(
+        f"{PATH}/set-default", json={"subscriptionId": enrolled["id"], "paymentMethodId": third["id"]}
+    )
+
+    updated = data_of(response)
+    assert updated["defaultPaymentMethodId"] == third["id"]
+    assert updated["paymentMethodIds"] == [third["id"], first, second["id"]]
+
+
+async def test_set_default_during_grace_asks_for_a_retry_now(
+    merchant: Any, enrolled: dict[str, Any], runtime: Any
+) -> None:
+    now = runtime.clock.now()
+    async with runtime.sessions() as session, session.begin():
+        row = await session.get(Subscription, enrolled["id"])
+        assert row is not None
+        row.renewal_status = "in_grace"
+        row.grace_started_at = now - timedelta(hours=1)
+        row.grace_attempts = 1
+        row.grace_policy = GracePolicy(attempts=3, interval_hours=24).to_snapshot()
+        row.grace_retry_at = row.next_attempt_at = now + timedelta(hours=23)
+    new_card = await _add(merchant, cardInfo=card("5555555555554444"))
+
+    data_of(
+        await merchant.put(
+            f"{PATH}/set-default", json={"subscriptionId": enrolled["id"], "paymentMethodId": new_card["id"]}
+        )
+    )
+
+    async with runtime.sessions() as session:
+        row = await session.get(Subscription, enrolled["id"])
+    assert row is not None
+    assert row.next_attempt_at == row.grace_retry_at == now
+    assert row.default_payment_method_id == new_card["id"]
+
+
+async def test_bad_set_default_calls(merchant: Any, merchant_factory: Any, enrolled: dict[str, Any]) -> None:
+    someone_elses = await _add(merchant, user="user-2", cardInfo=card())
+    mine = enrolled["defaultPaymentMethodId"]
+    url = f"{PATH}/set-default"
+
+    error_of(
+        await merchant.put(url, json={"subscriptionId": "sub_missing", "paymentMethodId": mine}), 404, "7041"
+    )
+    response = await merchant.put(
+        url, json={"subscriptionId": enrolled["id"], "paymentMethodId": "pm_missing"}
+    )
+    error_of(response, 404, "7200", "paymentMethodId")
+    response = await merchant.put(
+        url, json={"subscriptionId": enrolled["id"], "paymentMethodId": someone_elses["id"]}
+    )
+    error_of(response, 404, "7200", "paymentMethodId")
+    error_of(await merchant.put(url, json={"subscriptionId": enrolled["id"]}), 400, "7000", "paymentMethodId")
+    other = await merchant_factory(name="Other")
+    response = await other.put(url, json={"subscriptionId": enrolled["id"], "paymentMethodId": mine})
+    error_of(response, 404, "7041")
+    data_of(await merchant.delete(f"/v1/subscriptions/{enrolled['id']}"))
+    response = await merchant.put(url, json={"subscriptionId": enrolled["id"], "paymentMethodId": mine})
+    error_of(response, 409, "7050")
+
+
+async def test_the_only_card_of_an_active_subscription_cannot_be_removed(
+    merchant: Any, enrolled: dict[str, Any]
+) -> None:
+    only = enrolled["defaultPaymentMethodId"]
+
+    error_of(await merchant.delete(PATH, json={"paymentMethodId": only}), 409, "7051", "paymentMethodId")
+    data_of(await merchant.delete(f"/v1/subscriptions/{enrolled['id']}"))
+    removed = data_of(
+        await merchant.delete(PATH, json={"paymentMethodId": only})
+    )  # nothing active depends on it
+    assert removed["status"] == "removed"
+
+
+async def test_removing_the_default_moves_the_subscription_to_the_next_card(
+    merchant: Any, enrolled: dict[str, Any]
+) -> None:
+    old_default = enrolled["defaultPaymentMethodId"]
+    backup = await _add(merchant, cardInfo=card("5555555555554444"))
+
+    data_of(await merchant.delete(PATH, json={"paymentMethodId": old_default, "userId": "user-1"}))
+
+    detail = await _detail(merchant, enrolled["id"])
+    assert (detail["defaultPaymentMethodId"], detail["paymentMethodIds"]) == (backup["id"], [backup["id"]])
+    error_of(await merchant.delete(PATH, json={"paymentMethodId": old_default}), 404, "7200")
+
+
+async def test_bad_removals(merchant: Any, merchant_factory: Any, enrolled: dict[str, Any]) -> None:
+    card_id = enrolled["defaultPaymentMethodId"]
+    other = await merchant_factory(name="Other")
+
+    error_of(await merchant.delete(PATH, json={"paymentMethodId": "pm_missing"}), 404, "7200")
+    error_of(await merchant.delete(PATH, json={}), 400, "7000", "paymentMethodId")
+    error_of(await merchant.delete(PATH, json={"paymentMethodId": card_id, "userId": "user-2"}), 404, "7200")
+    error_of(await merchant.delete(PATH, json={"paymentMethodId": card_id, "clientId": "cli_x"}), 403, "7605")
+    error_of(await other.delete(PATH, json={"paymentMethodId": card_id}), 404, "7200")
