@@ -22,6 +22,7 @@ from api.controllers.charges import ChargesController
 from api.controllers.health import health
 from api.controllers.payment_methods import PaymentMethodsController
 from api.controllers.plans import PlansController
+from api.controllers.sandbox import SandboxClockController
 from api.controllers.subscriptions import SubscriptionsController
 from api.controllers.transactions import create_transaction
 from api.errors import EXCEPTION_HANDLERS
@@ -47,6 +48,7 @@ def _route_handlers() -> list[Any]:
     handlers: list[Any] = [health, auth_routes.login, auth_routes.refresh]
     handlers.append(ChargesController)
     handlers += [PlansController, create_transaction, SubscriptionsController, PaymentMethodsController]
+    handlers.append(SandboxClockController)
     return handlers
 
 
@@ -79,6 +81,7 @@ def create_app(
         version=__version__,
         description="Subscription billing with on-demand charging, speaking the Migo recurring-payments API.",
         path="/schema",
+        use_handler_docstrings=True,
         render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
     )
     config = AppConfig(

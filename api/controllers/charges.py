@@ -15,6 +15,7 @@ from litestar.params import Body, FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
 
 from api.auth import ensure_same_client
+from api.envelope import ErrorEnvelope
 from api.schemas.charges import (
     BatchReceived,
     BatchStatus,
@@ -129,6 +130,7 @@ class ChargesController(Controller):
         responses={
             **responses(202, BatchReceived, "File received", 403),
             202: ResponseSpec(data_container=CsvReceived, description="File received"),
+            413: ResponseSpec(data_container=ErrorEnvelope, description="The file is over 10 MB (7017)."),
         },
     )
     async def upload_csv(

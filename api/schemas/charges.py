@@ -10,26 +10,29 @@ from pydantic import BaseModel, Field
 
 from billing.services.ondemand import BatchReceipt, BatchReport, ItemOutcome, ItemRejection, totals_of
 
-
-class ChargeItemIn(BaseModel):
-    """One charge of a batch (documentation of the items of `data`)."""
-
-    subscriptionId: str = Field(description="An active subscription of the same client.")
-    amount: Decimal = Field(description="A JSON number in the subscription's currency, e.g. 15.00.")
-    metadata: dict[str, Any] | None = Field(None, description="Free-form JSON object (at most 4 KB).")
+# The items of `data`, for the OpenAPI document: they are validated one by one by the service
+# (so that one bad item is rejected alone), not by this schema.
+CHARGE_ITEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["subscriptionId", "amount"],
+    "properties": {
+        "subscriptionId": {"type": "string", "description": "An active subscription of the same client."},
+        "amount": {
+            "type": "number",
+            "description": "In the subscription's currency, with at most its decimals (15.00 USD, 500 JPY).",
+        },
+        "metadata": {"type": "object", "description": "Optional free-form JSON object (at most 4 KB)."},
+    },
+}
 
 
 class ChargeBatchIn(BaseModel):
-    """``POST /v1/subscriptions/charges``.
-
-    ``data`` holds 1..5000 items shaped like ``ChargeItemIn``. Items are validated one by one,
-    so one bad item is rejected on its own instead of failing the whole request.
-    """
+    """``POST /v1/subscriptions/charges``: ``data`` holds 1..5000 items ``{subscriptionId, amount, metadata?}``."""
 
     client: str = Field(min_length=1, max_length=64, description="Your client id (must match the token).")
     data: list[Any] = Field(
         description="1..5000 items: {subscriptionId, amount, metadata?}.",
-        json_schema_extra={"items": ChargeItemIn.model_json_schema()},
+        json_schema_extra={"items": CHARGE_ITEM_SCHEMA},
     )
 
 

@@ -8,17 +8,14 @@ gets a 5xx answers `unknown`, and only `lookup` can tell what happened.
 
 from __future__ import annotations
 
-import itertools
+import asyncio
+import contextlib
+import json
 from typing import Any
-from urllib.parse import quote
-
-import httpx
+from urllib.parse import quote, urlsplit
 
 from billing.domain.errors import BY_NAME, BillingError
 from billing.processors.base import CardInfo, CardToken, Outcome
-
-
-_CONNECTIONS_PER_POOL = 4
 
 
 def _outcome(data: dict[str, Any]) -> Outcome:
@@ -31,53 +28,109 @@ def _outcome(data: dict[str, Any]) -> Outcome:
     )
 
 
+class _Connection:
+    """One keep-alive HTTP/1.1 connection to the sandbox server."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def request(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        self.writer.write(
+            f"{method} {path} HTTP/1.1\r\nHost: sandbox\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await self.writer.drain()
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class _Pool:
+    """Keep-alive connections, at most `size` at once, reused newest first.
+
+    The sandbox server speaks a fixed, minimal HTTP/1.1 (Content-Length bodies, keep-alive),
+    so this client stays tiny and cheap: at hundreds of calls in flight, a general-purpose
+    client's per-request bookkeeping would cost more than the engine being measured.
+    """
+
+    def __init__(self, host: str, port: int, size: int) -> None:
+        self._host = host
+        self._port = port
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[_Connection] = []
+
+    async def request(self, method: str, path: str, body: bytes, limit_seconds: float) -> tuple[int, bytes]:
+        async with self._slots:
+            connection = self._idle.pop() if self._idle else None
+            try:
+                async with asyncio.timeout(limit_seconds):
+                    if connection is None:
+                        connection = _Connection(*await asyncio.open_connection(self._host, self._port))
+                    answer = await connection.request(method, path, body)
+            except BaseException:
+                if connection is not None:
+                    connection.close()
+                raise
+            self._idle.append(connection)
+            return answer
+
+    def close(self) -> None:
+        for connection in self._idle:
+            connection.close()
+        self._idle.clear()
+
+
 class HttpSandboxProcessor:
-    """The sandbox processor at `base_url` (e.g. "http://127.0.0.1:8766")."""
+    """The sandbox processor at `base_url` (e.g. "http://127.0.0.1:8766").
+
+    Transport trouble (refused connection, reset, timeout after `timeout_seconds`, 5xx)
+    makes `charge` answer `unknown` and the other calls raise 7205 PROCESSOR_ERROR.
+    """
 
     slug = "sandbox"
 
     def __init__(self, base_url: str, *, timeout_seconds: float = 5.0, max_connections: int = 100) -> None:
-        # httpcore matches every queued request against every pooled connection each time a
-        # request finishes, which turns quadratic with hundreds of calls in flight. Several
-        # small pools, used in turn, keep that cost flat.
-        shards = max(1, -(-max_connections // _CONNECTIONS_PER_POOL))
-        per_pool = max(1, -(-max_connections // shards))
-        self._clients = [
-            httpx.AsyncClient(
-                base_url=base_url,
-                timeout=httpx.Timeout(timeout_seconds),
-                limits=httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool),
-            )
-            for _ in range(shards)
-        ]
-        self._turn = itertools.cycle(self._clients)
+        parsed = urlsplit(base_url)
+        if parsed.scheme != "http" or not parsed.hostname:
+            raise ValueError("the sandbox server URL must look like http://HOST:PORT")
+        self._pool = _Pool(parsed.hostname, parsed.port or 80, max_connections)
+        self._timeout = timeout_seconds
 
-    @property
-    def _client(self) -> httpx.AsyncClient:
-        return next(self._turn)
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        payload = json.dumps(body).encode() if body is not None else b""
+        status, data = await self._pool.request(method, path, payload, self._timeout)
+        return status, json.loads(data) if data else {}
 
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _checked(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
-            response = await self._client.post(path, json=body)
-        except httpx.HTTPError as exc:
+            status, data = await self._call(method, path, body)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
             raise BillingError("PROCESSOR_ERROR", message="The sandbox processor did not answer.") from exc
-        return self._checked(response)
-
-    @staticmethod
-    def _checked(response: httpx.Response) -> dict[str, Any]:
-        if response.status_code >= 500:
+        if status >= 500:
             raise BillingError("PROCESSOR_ERROR", message="The sandbox processor failed.")
-        data: dict[str, Any] = response.json()
-        if response.status_code >= 400:
-            name = data.get("error")
+        if status >= 400 and status != 404:
+            name = data.get("error") if isinstance(data, dict) else None
             if isinstance(name, str) and name in BY_NAME:
                 raise BillingError(name)
             raise BillingError("PROCESSOR_ERROR", message="The sandbox processor refused the request.")
-        return data
+        return {"_status": status, **data}
 
     async def tokenize(self, card: CardInfo, *, customer_ref: str) -> CardToken:
         """Send the card to the sandbox and get its token back (nothing is kept here)."""
-        data = await self._post(
+        data = await self._checked(
+            "POST",
             "/tokenize",
             {
                 "number": card.number,
@@ -100,7 +153,8 @@ class HttpSandboxProcessor:
         self, token: str, amount_minor: int, currency: str, *, idempotency_key: str
     ) -> Outcome:
         """Place a (pretend) hold."""
-        data = await self._post(
+        data = await self._checked(
+            "POST",
             "/authorize",
             {"token": token, "amount_minor": amount_minor, "currency": currency, "key": idempotency_key},
         )
@@ -108,7 +162,7 @@ class HttpSandboxProcessor:
 
     async def void(self, reference: str) -> None:
         """Release an authorization."""
-        await self._post("/void", {"reference": reference})
+        await self._checked("POST", "/void", {"reference": reference})
 
     async def charge(
         self,
@@ -128,29 +182,27 @@ class HttpSandboxProcessor:
             "description": description,
         }
         try:
-            response = await self._client.post("/charge", json=body)
-        except httpx.HTTPError:
+            status, data = await self._call("POST", "/charge", body)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
             return Outcome.unknown()
-        if response.status_code >= 500:
+        if status >= 500:
             return Outcome.unknown()
-        return _outcome(self._checked(response))
+        if status >= 400:
+            name = data.get("error") if isinstance(data, dict) else None
+            raise BillingError(name if isinstance(name, str) and name in BY_NAME else "PROCESSOR_ERROR")
+        return _outcome(data)
 
     async def lookup(self, idempotency_key: str) -> Outcome | None:
         """The recorded outcome for the key, or None if the sandbox never saw it."""
-        try:
-            response = await self._client.get(f"/lookup/{quote(idempotency_key, safe='')}")
-        except httpx.HTTPError as exc:
-            raise BillingError("PROCESSOR_ERROR", message="The sandbox processor did not answer.") from exc
-        if response.status_code == 404:
+        data = await self._checked("GET", f"/lookup/{quote(idempotency_key, safe='')}")
+        if data["_status"] == 404:
             return None
-        return _outcome(self._checked(response))
+        return _outcome(data)
 
     async def ledger(self) -> dict[str, Any]:
         """The server's ledger report (tests and load reports)."""
-        response = await self._client.get("/ledger")
-        return self._checked(response)
+        return await self._checked("GET", "/ledger")
 
     async def aclose(self) -> None:
-        """Close the connection pools."""
-        for client in self._clients:
-            await client.aclose()
+        """Close the idle connections."""
+        self._pool.close()

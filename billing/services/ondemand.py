@@ -54,14 +54,6 @@ class ItemRejection:
     code: str
     message: str
 
-    def as_wire(self, *, index_name: str = "index") -> dict[str, Any]:
-        return {
-            index_name: self.index,
-            "subscriptionId": self.subscription_id,
-            "code": self.code,
-            "message": self.message,
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class BatchReceipt:

@@ -12,7 +12,7 @@ Leases are compared with the engine's real time; "due" is compared with the clie
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -170,8 +170,8 @@ async def earliest_due(
     return instant, lease_until is not None and lease_until >= real_now
 
 
-async def count_due(session: Session, *, now: datetime, real_now: datetime, offsets: dict[str, int]) -> int:
-    """How many subscriptions are due now (each client's own now), leased or not."""
+async def count_due(session: Session, *, now: datetime, offsets: Mapping[str, int]) -> int:
+    """How many subscriptions are due at real time `now` (each client at its own now), leased or not."""
     conn = await session.connection()
     total = (
         await conn.execute(
