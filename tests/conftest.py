@@ -91,6 +91,13 @@ def _truncate_all(url: str) -> None:
 
     names = ", ".join(f'"{model.__tablename__}"' for model in ALL_TABLES)
     with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        # A connection left behind by an earlier test (a killed worker, a leaked session) must not
+        # make TRUNCATE wait on its locks: end every other session on this scratch database first.
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        conn.execute("SET lock_timeout = '30s'")
         conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
 
 

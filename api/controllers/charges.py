@@ -153,7 +153,10 @@ class ChargesController(Controller):
             )
         ensure_same_client(merchant, data.clientId, field="clientId")
         ensure_same_client(merchant, query_client_id, field="clientId")
-        content = await _read_capped(data.file, csv_intake.CSV_MAX_BYTES)
+        try:
+            content = await _read_capped(data.file, csv_intake.CSV_MAX_BYTES)
+        finally:
+            await data.file.close()  # the spooled copy may be a temporary file on disk
         async with runtime.sessions() as session, session.begin():
             receipt = await csv_intake.receive_csv(
                 session, runtime.clock, client_id=merchant.id, content=content, filename=data.file.filename

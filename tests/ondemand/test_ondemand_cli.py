@@ -114,3 +114,29 @@ async def test_upload_refusals_exit_with_the_catalog_code(
     )
     assert code == 1
     assert f"error: {expected}" in err
+
+
+async def test_upload_can_follow_a_running_worker_instead_of_charging(
+    merchant: Any, subscriptions: Any, runtime: Any, db_url: str, tmp_path: Path
+) -> None:
+    """With --no-drain the command only watches; here the test plays the running worker."""
+    from billing.services.ondemand_drain import OnDemandPass
+
+    subs = await subscriptions.make(merchant.id, count=3)
+    charges = tmp_path / "charges.csv"
+    charges.write_text("subscriptionId,amount\n" + "".join(f"{s.id},4.00\n" for s in subs))
+    command = asyncio.create_task(
+        billing_cli(
+            db_url, tmp_path, "charges", "upload", str(charges), "--client", merchant.id, "--no-drain"
+        )
+    )
+    claimed = 0
+    for _ in range(600):
+        claimed += (await OnDemandPass(runtime, "running-worker").run()).claimed
+        if claimed == 3 or command.done():
+            break
+        await asyncio.sleep(0.05)
+    code, out, err = await command
+    assert code == 0, err
+    assert claimed == 3  # every item was charged by the "running worker", none by the command
+    assert "completed: 3 succeeded, 0 failed, 0 rejected, 0 in progress (of 3 rows)." in out
