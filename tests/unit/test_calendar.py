@@ -62,8 +62,8 @@ def _boundaries(schedule: Schedule) -> list[int]:
     return ks
 
 
-def _utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def _utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def _days_in_month(year: int, month: int) -> int:

@@ -45,14 +45,15 @@ def _fail_all_steps(policy: GracePolicy, start: datetime) -> list[tuple[datetime
     decision = on_renewal_failed(start, policy, hard=False)
     history = [(start, "attempt", decision)]
     while decision.status == "active":
-        assert decision.episode is not None
-        wake = decision.wake_at
+        episode = decision.episode
+        assert episode is not None
+        wake = episode.wake_at
         assert wake is not None
-        if decision.episode.next_attempt_at is not None:
-            decision = on_retry_failed(decision.episode, wake, hard=False)
+        if episode.next_attempt_at is not None:
+            decision = on_retry_failed(episode, wake, hard=False)
             history.append((wake, "attempt", decision))
         else:
-            decision = on_deadline(decision.episode, wake)
+            decision = on_deadline(episode, wake)
             history.append((wake, "deadline", decision))
     return history
 
