@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -242,7 +242,8 @@ def _still_due(url: str) -> tuple[int, int]:
             "SELECT count(*) FROM subscription WHERE status = 'active' AND next_attempt_at <= now()"
         ).fetchone()
         leased = conn.execute("SELECT count(*) FROM subscription WHERE lease_owner IS NOT NULL").fetchone()
-    assert due is not None and leased is not None
+    assert due is not None
+    assert leased is not None
     return int(due[0]), int(leased[0])
 
 
@@ -268,7 +269,9 @@ def _start_processor_server(latency_ms: int, timeout_rate: float) -> tuple[subpr
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--database-url", default=os.environ.get("BILLING_BENCH_DATABASE_URL", DEFAULT_URL))
     parser.add_argument("--subscriptions", "-n", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
@@ -278,7 +281,12 @@ def main() -> None:
     parser.add_argument("--pool-size", type=int, default=8)
     parser.add_argument("--processor-latency-ms", type=int, default=None)
     parser.add_argument("--timeout-rate", type=float, default=0.0)
-    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop")
+    parser.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="asyncio is what `billing worker` runs",
+    )
     parser.add_argument("--profile", default=None, help="write worker 0's cProfile summary to this file")
     options = parser.parse_args()
     os.environ.setdefault("BILLING_CONFIG", str(ROOT / "config" / "billing.toml"))
@@ -310,7 +318,9 @@ def main() -> None:
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     start_at = time.time() + 2.0  # after every process has imported everything
-    procs = [ctx.Process(target=_worker_main, args=(args, i, queue, start_at)) for i in range(options.workers)]
+    procs = [
+        ctx.Process(target=_worker_main, args=(args, i, queue, start_at)) for i in range(options.workers)
+    ]
     for proc in procs:
         proc.start()
     reports = [queue.get() for _ in procs]

@@ -96,10 +96,12 @@ async def scheduler_running(runtime: Runtime, identity: str | None = None) -> As
     try:
         yield scheduler
     finally:
-        stopping.set()
-        scheduler.shutdown(wait=False)
         # Let an in-flight tick finish its current batch (charges in flight, outcomes written)
-        # before the engine closes; a pass stops claiming new batches once `stopping` is set.
+        # before the engine closes: passes stop claiming new batches once `stopping` is set, and
+        # the scheduler is only shut down afterwards because its executor cancels running jobs.
+        stopping.set()
+        scheduler.pause()
         if in_flight:
             await asyncio.wait(set(in_flight), timeout=runtime.settings.worker.lease_seconds)
+        scheduler.shutdown(wait=False)
         log.info("worker stopped", extra={"identity": identity})

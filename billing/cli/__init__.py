@@ -10,6 +10,8 @@ from billing.cli.charges import charges_group
 from billing.cli.clients import clients_group
 from billing.cli.config import config_group
 from billing.cli.database import migrate
+from billing.cli.policy import policy_group
+from billing.cli.renewals import renewals_group
 from billing.cli.serve import serve, worker
 from billing.cli.signing import sign
 
@@ -27,6 +29,8 @@ cli.add_command(config_group)
 cli.add_command(clients_group)
 cli.add_command(charges_group)
 cli.add_command(sign)
+cli.add_command(renewals_group)
+cli.add_command(policy_group)
 
 
 def main() -> None:

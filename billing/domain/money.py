@@ -115,13 +115,14 @@ def to_minor(amount: Decimal | int | str, currency: str, *, field: str = "amount
             message=f"{field} has more than {exponent} decimal places for this currency.",
             field=field,
         )
+    # A negative amount is refused as negative however large it is.
+    if sign:
+        raise BillingError("GREATER_THAN_ZERO", field=field)
     if len(stripped) + shift > len(str(MAX_MINOR)):
         raise BillingError("INVALID_FORMAT_AMOUNT", message=f"{field} is too large.", field=field)
     minor = int(stripped) * 10**shift
     if minor > MAX_MINOR:
         raise BillingError("INVALID_FORMAT_AMOUNT", message=f"{field} is too large.", field=field)
-    if sign:
-        raise BillingError("GREATER_THAN_ZERO", field=field)
     return minor
 
 

@@ -16,6 +16,7 @@ from urllib.parse import quote, urlsplit
 
 from billing.domain.errors import BY_NAME, BillingError
 from billing.processors.base import CardInfo, CardToken, Outcome
+from billing.processors.sandbox import is_sandbox_token
 
 
 def _outcome(data: dict[str, Any]) -> Outcome:
@@ -126,6 +127,10 @@ class HttpSandboxProcessor:
                 raise BillingError(name)
             raise BillingError("PROCESSOR_ERROR", message="The sandbox processor refused the request.")
         return {"_status": status, **data}
+
+    def is_token(self, token: str) -> bool:
+        """True for the shape of a sandbox token (the server mints the same tokens)."""
+        return is_sandbox_token(token)
 
     async def tokenize(self, card: CardInfo, *, customer_ref: str) -> CardToken:
         """Send the card to the sandbox and get its token back (nothing is kept here)."""

@@ -121,31 +121,32 @@ class ChargeRecord:
     processor_reference: str | None = None
 
     def event_payload(self, request: ChargeRequest) -> dict[str, Any]:
-        """The payload of the `charge.succeeded` / `charge.failed` event for this row."""
+        """The payload of the `charge.succeeded` / `charge.failed` event for this row.
+
+        The same keys as every other `charge.*` event (`billing.services.event_payloads`),
+        plus where the charge came from (`methodIndex`, `hardDecline`, batch fields).
+        """
         payload: dict[str, Any] = {
             "chargeId": self.charge_id,
-            "kind": request.kind,
             "subscriptionId": request.subscription_id,
+            "kind": request.kind,
+            "state": self.state,
             "amount": str(from_minor(self.amount_minor, self.currency)),
             "amountMinor": self.amount_minor,
             "currency": self.currency,
             "paymentMethodId": self.payment_method_id,
             "processor": self.processor,
             "attempt": request.attempt,
+            "periodStart": None if request.period_start is None else request.period_start.isoformat(),
+            "declineCode": self.decline_code,
+            "declineMessage": self.decline_message,
+            "processorReference": self.processor_reference,
             "methodIndex": self.method_index,
-            "state": self.state,
+            "hardDecline": self.hard_decline,
         }
-        if request.period_start is not None:
-            payload["periodStart"] = request.period_start.isoformat()
         if request.batch_id is not None:
             payload["batchId"] = request.batch_id
             payload["batchIndex"] = request.batch_index
-        if self.state == "succeeded":
-            payload["processorReference"] = self.processor_reference
-        else:
-            payload["declineCode"] = self.decline_code
-            payload["declineMessage"] = self.decline_message
-            payload["hardDecline"] = self.hard_decline
         return payload
 
 

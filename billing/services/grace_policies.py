@@ -8,8 +8,12 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
+from billing.domain.errors import BillingError
 from billing.domain.grace import GracePolicy, PlanGraceFields, resolve_policy
+from billing.services.runtime import Runtime
 from billing.settings import GracePolicySettings, GraceSettings
+from billing.store import sandbox_clock as client_clock_store
+from billing.store.renewals import PlanTerms, plans_by_id
 
 log = logging.getLogger("billing.grace")
 
@@ -82,3 +86,24 @@ def resolve_for_plan(grace: GraceSettings, plan: PlanWithGrace) -> ResolvedPolic
 def policy_for_plan(grace: GraceSettings, plan: PlanWithGrace) -> GracePolicy:
     """The policy a new episode of `plan` follows."""
     return resolve_for_plan(grace, plan).policy
+
+
+@dataclass(frozen=True, slots=True)
+class PlanPolicy:
+    """A plan, the time zone of its client and the grace policy its new episodes follow."""
+
+    plan: PlanTerms
+    timezone: str
+    resolved: ResolvedPolicy
+
+
+async def policy_of_plan(runtime: Runtime, plan_id: str) -> PlanPolicy:
+    """The policy in force for a plan (operators: any client's plan). 7040 for an unknown plan."""
+    async with runtime.sessions() as session:
+        plan = (await plans_by_id(session, [plan_id])).get(plan_id)
+        if plan is None:
+            raise BillingError("PLAN_NOT_FOUND", field="plan")
+        client = await client_clock_store.client_timezone(session, plan.client_id)
+    return PlanPolicy(
+        plan=plan, timezone=client or "UTC", resolved=resolve_for_plan(runtime.settings.grace, plan)
+    )

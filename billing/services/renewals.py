@@ -202,18 +202,27 @@ def _update_of(sub_id: str, state: RenewalState, updated_at: datetime) -> Subscr
 
 
 def _subscription_payload(sub: ClaimedSubscription, state: RenewalState, **extra: Any) -> dict[str, Any]:
+    """The same keys as every other `subscription.*` event (`billing.services.event_payloads`),
+    plus `nextAttemptAt` and the grace episode."""
     episode = state.episode
     payload: dict[str, Any] = {
         "subscriptionId": sub.id,
         "clientId": sub.client_id,
         "userId": sub.user_id,
         "planUid": sub.plan_id,
+        "trxUid": sub.trx_id,
+        "currency": sub.currency,
         "status": state.status,
         "renewalStatus": state.renewal_status,
         "currentPeriodStart": _iso(state.current_period_start),
         "currentPeriodEnd": _iso(state.current_period_end),
-        "nextAttemptAt": _iso(state.next_attempt_at),
+        "trialEndsAt": _iso(sub.trial_ends_at),
         "cyclesPaid": state.cycles_paid,
+        "defaultPaymentMethodId": sub.default_payment_method_id,
+        "cancelledAt": None,
+        "nextAttemptAt": _iso(state.next_attempt_at),
+        "endedAt": _iso(state.ended_at),
+        "grace": None,
     }
     if episode is not None:
         payload["grace"] = {
@@ -294,7 +303,11 @@ class RenewalPass:
                 if done == 0:
                     return
 
-        await asyncio.gather(*(lane() for _ in range(self.lanes)))
+        # A task group: if one lane fails, the others stop too (their claimed rows come back
+        # when the leases run out, and their pending charges are resumed, never repeated).
+        async with asyncio.TaskGroup() as lanes:
+            for _ in range(self.lanes):
+                lanes.create_task(lane())
         return self.summary
 
     async def process_one_batch(
@@ -539,6 +552,13 @@ async def _release(session: Session, owner: str, next_attempts: Mapping[str, dat
         await release_with_next_attempt(session, moving)
     if keeping:
         await claims.release_leases(session, keeping, owner)
+
+
+async def due_now(runtime: Runtime) -> int:
+    """How many subscriptions are due right now, each at its client's now (leased ones included)."""
+    async with transaction(runtime.sessions) as session:
+        offsets = await claims.clients_with_clock_offset(session)
+        return await claims.count_due(session, now=runtime.clock.now(), offsets=offsets)
 
 
 async def run_renewals(

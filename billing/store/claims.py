@@ -31,6 +31,7 @@ _CLAIMED_COLUMNS = (
     _SUB.c.user_id,
     _SUB.c.plan_id,
     _SUB.c.currency,
+    _SUB.c.trx_id,
     _SUB.c.default_payment_method_id,
     _SUB.c.status,
     _SUB.c.renewal_status,
@@ -40,6 +41,7 @@ _CLAIMED_COLUMNS = (
     _SUB.c.current_period_start,
     _SUB.c.current_period_end,
     _SUB.c.cycles_paid,
+    _SUB.c.trial_ends_at,
     _SUB.c.next_attempt_at,
     _SUB.c.grace_started_at,
     _SUB.c.grace_attempts,
@@ -58,6 +60,7 @@ class ClaimedSubscription:
     user_id: str
     plan_id: str
     currency: str
+    trx_id: str | None
     default_payment_method_id: str | None
     status: str
     renewal_status: str
@@ -67,6 +70,7 @@ class ClaimedSubscription:
     current_period_start: datetime | None
     current_period_end: datetime | None
     cycles_paid: int
+    trial_ends_at: datetime | None
     next_attempt_at: datetime | None
     grace_started_at: datetime | None
     grace_attempts: int

@@ -29,6 +29,7 @@ class PlanTerms:
     """The plan columns a renewal needs."""
 
     id: str
+    client_id: str
     name: str
     amount_minor: int
     currency: str
@@ -98,6 +99,7 @@ async def plans_by_id(session: Session, plan_ids: Sequence[str]) -> dict[str, Pl
         rows = await conn.execute(
             select(
                 _PLAN.c.id,
+                _PLAN.c.client_id,
                 _PLAN.c.name,
                 _PLAN.c.amount_minor,
                 _PLAN.c.currency,

@@ -1,4 +1,4 @@
-"""A sandbox client's clock offset (its "now" is real time plus this many seconds)."""
+"""A client's clock: its time zone and sandbox offset (its "now" is real time plus this many seconds)."""
 
 from __future__ import annotations
 
@@ -42,3 +42,10 @@ async def move_clock_forward(session: Session, client_id: str, offset_seconds: i
         .where(_CLIENT.c.id == client_id, _CLIENT.c.clock_offset_seconds < offset_seconds)
         .values(clock_offset_seconds=offset_seconds)
     )
+
+
+async def client_timezone(session: Session, client_id: str) -> str | None:
+    """The client's IANA time zone, or None for an unknown client."""
+    conn = await session.connection()
+    row = (await conn.execute(select(_CLIENT.c.timezone).where(_CLIENT.c.id == client_id))).first()
+    return None if row is None else str(row[0])

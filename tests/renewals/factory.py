@@ -253,3 +253,8 @@ async def enrol_many(
 
 def days(n: float) -> timedelta:
     return timedelta(days=n)
+
+
+def schedule_of_row(sub: Subscription, plan_type: str = "anniversary", every: int = 1) -> Schedule:
+    """The schedule of a subscription made by `enrol` on a default (monthly anniversary) plan."""
+    return Schedule(plan_type, every, sub.anchor_date, sub.timezone)  # type: ignore[arg-type]

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.anyio
 ENROLLED = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 
 
-async def _setup(runtime: Runtime, *, card: str = "4242424242424242", **plan: Any) -> tuple[Any, Any, Subscription]:
+async def _setup(
+    runtime: Runtime, *, card: str = "4242424242424242", **plan: Any
+) -> tuple[Any, Any, Subscription]:
     async with transaction(runtime.sessions) as session:
         client = await factory.make_client(session, now=ENROLLED)
         the_plan = await factory.make_plan(session, client, now=ENROLLED, **plan)
@@ -40,14 +42,18 @@ async def _reload(runtime: Runtime, sub_id: str) -> Subscription:
 async def _charges(runtime: Runtime, sub_id: str) -> list[Charge]:
     async with runtime.sessions() as session:
         rows = await session.exec(
-            select(Charge).where(Charge.subscription_id == sub_id).order_by(Charge.created_at, Charge.method_index)
+            select(Charge)
+            .where(Charge.subscription_id == sub_id)
+            .order_by(Charge.created_at, Charge.method_index)
         )
         return list(rows.all())
 
 
 async def _events(runtime: Runtime, sub_id: str) -> list[Event]:
     async with runtime.sessions() as session:
-        rows = await session.exec(select(Event).where(Event.subscription_id == sub_id).order_by(Event.sequence))
+        rows = await session.exec(
+            select(Event).where(Event.subscription_id == sub_id).order_by(Event.sequence)
+        )
         return list(rows.all())
 
 
@@ -130,7 +136,9 @@ async def test_fallback_method_pays_when_the_default_declines(engine_runtime: Ru
     async with transaction(engine_runtime.sessions) as session:
         client = await factory.make_client(session, now=ENROLLED)
         plan = await factory.make_plan(session, client, now=ENROLLED)
-        default = await factory.make_method(session, client, "u", now=ENROLLED, card="4000000000009995", priority=1)
+        default = await factory.make_method(
+            session, client, "u", now=ENROLLED, card="4000000000009995", priority=1
+        )
         await factory.make_method(session, client, "u", now=ENROLLED, card="4242424242424242", priority=0)
         sub = await factory.enrol(session, client, plan, default, enrolled_at=ENROLLED)
     assert sub.next_attempt_at is not None
