@@ -12,8 +12,9 @@ class CardInfoIn(WireModel):
     """Raw card data, sent to the processor and forgotten (never stored, never logged)."""
 
     number: Text = Field(max_length=23, repr=False, description="The card number (digits; spaces allowed).")
-    exp_month: Integer = Field(description="1..12")
-    exp_year: Integer = Field(description="Four digits (two are read as 20YY).")
+    # Bounded here so that nothing out of range reaches a processor or an integer column.
+    exp_month: Integer = Field(ge=1, le=12, description="1..12")
+    exp_year: Integer = Field(ge=0, le=9999, description="Four digits (two are read as 20YY).")
     cvv: Text = Field(max_length=4, repr=False)
     holder_name: Text | None = Field(None, max_length=200, repr=False)
 

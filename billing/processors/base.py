@@ -110,6 +110,14 @@ class PaymentProcessor(Protocol):
 
     slug: str
 
+    def is_token(self, token: str) -> bool:
+        """True when `token` has the shape of a token this processor issues (no network call).
+
+        Lets a merchant-supplied token be refused before it is stored; it does not prove the
+        card exists or works.
+        """
+        ...
+
     async def tokenize(self, card: CardInfo, *, customer_ref: str) -> CardToken:
         """Turn card data into a reusable token; raises BillingError for bad or refused cards."""
         ...

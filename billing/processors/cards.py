@@ -7,14 +7,23 @@ error for the same mistake.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Final
 
 from billing.domain.errors import BillingError
 from billing.processors.base import CardInfo
 
+MAX_YEARS_AHEAD: Final = 50
+"""How far in the future an expiry year may lie; issuers print far shorter validity."""
+
+
+def ascii_digits(text: str) -> bool:
+    """True when `text` is non-empty and only 0-9 (`str.isdigit` also accepts "²" and "٣")."""
+    return text.isascii() and text.isdigit()
+
 
 def luhn_valid(number: str) -> bool:
-    """True when `number` is all digits and passes the Luhn checksum."""
-    if not number.isdigit():
+    """True when `number` is all ASCII digits and passes the Luhn checksum."""
+    if not ascii_digits(number):
         return False
     total = 0
     for position, char in enumerate(reversed(number)):
@@ -48,13 +57,20 @@ def full_exp_year(exp_year: int) -> int:
 def check_card(card: CardInfo, now: datetime) -> None:
     """Raise BillingError INVALID_CARD_DATA or CARD_EXPIRED when `card` cannot be tokenized.
 
-    A card is good through the last day of its expiry month.
+    A card is good through the last day of its expiry month. Every field is bounded here, before
+    any processor is called, so nothing out of range reaches a processor or a database column.
     """
     if not (12 <= len(card.number) <= 19) or not luhn_valid(card.number):
         raise BillingError("INVALID_CARD_DATA", message="The card number is not valid.", field="number")
     if not 1 <= card.exp_month <= 12:
         raise BillingError("INVALID_CARD_DATA", message="The expiry month must be 1-12.", field="expMonth")
-    if not (card.cvv.isdigit() and 3 <= len(card.cvv) <= 4):
+    if not (ascii_digits(card.cvv) and 3 <= len(card.cvv) <= 4):
         raise BillingError("INVALID_CARD_DATA", message="The CVV must be 3 or 4 digits.", field="cvv")
+    if card.exp_year < 0 or full_exp_year(card.exp_year) > now.year + MAX_YEARS_AHEAD:
+        raise BillingError(
+            "INVALID_CARD_DATA",
+            message=f"The expiry year must be a year (or its last two digits) at most {MAX_YEARS_AHEAD} years ahead.",
+            field="expYear",
+        )
     if (full_exp_year(card.exp_year), card.exp_month) < (now.year, now.month):
         raise BillingError("CARD_EXPIRED", field="expYear")

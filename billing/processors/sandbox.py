@@ -8,7 +8,9 @@ behave differently later with `set_scenario` ("the card that now declines").
 
 from __future__ import annotations
 
+import re
 import secrets
+import string
 from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
@@ -21,6 +23,8 @@ from billing.processors.cards import card_brand, check_card, full_exp_year
 from billing.processors.sandbox_ledger import InMemorySandboxLedger, LedgerEntry, Operation, SandboxLedger
 
 TOKEN_PREFIX = "tok_sbx_"  # noqa: S105 - the shape of a card token, not a credential
+_TOKEN_RANDOM = re.compile(r"[0-9a-z]{1,64}")
+_TOKEN_LETTERS = 16
 
 
 class SandboxScenario(StrEnum):
@@ -65,13 +69,24 @@ def scenario_in_token(token: str) -> SandboxScenario | None:
     """The scenario encoded in a sandbox token, or None if `token` is not one."""
     if not token.startswith(TOKEN_PREFIX):
         return None
-    scenario, separator, _random = token.removeprefix(TOKEN_PREFIX).rpartition("_")
-    if not separator:
+    scenario, separator, random = token.removeprefix(TOKEN_PREFIX).rpartition("_")
+    if not separator or not _TOKEN_RANDOM.fullmatch(random):
         return None
     try:
         return SandboxScenario(scenario)
     except ValueError:
         return None
+
+
+def is_sandbox_token(token: str) -> bool:
+    """True when `token` has the shape the sandbox mints (`tok_sbx_<scenario>_<random>`)."""
+    return scenario_in_token(token) is not None
+
+
+def _token_random() -> str:
+    """The random part of a new token: letters only, so no token ever holds a digit run that
+    could be mistaken for (or hide) a card number."""
+    return "".join(secrets.choice(string.ascii_lowercase) for _ in range(_TOKEN_LETTERS))
 
 
 def _decide(scenario: SandboxScenario, operation: Operation, reference: str) -> Outcome:
@@ -118,12 +133,16 @@ class SandboxProcessor:
         """The behaviour `token` has right now (override first), or None for a foreign token."""
         return self._overrides.get(token) or scenario_in_token(token)
 
+    def is_token(self, token: str) -> bool:
+        """True for the shape of a sandbox token, whichever sandbox instance minted it."""
+        return is_sandbox_token(token)
+
     async def tokenize(self, card: CardInfo, *, customer_ref: str) -> CardToken:
         """Check the card and mint a token carrying its scenario; declines happen later, at authorize."""
         check_card(card, self._clock.now())
         scenario = TEST_CARDS.get(card.number, SandboxScenario.APPROVE)
         return CardToken(
-            token=f"{TOKEN_PREFIX}{scenario.value}_{secrets.token_hex(8)}",
+            token=f"{TOKEN_PREFIX}{scenario.value}_{_token_random()}",
             brand=card_brand(card.number),
             last4=card.last4,
             exp_month=card.exp_month,

@@ -8,6 +8,10 @@ original answer for 24 h) and carries the engine's key in `metadata[idempotency_
 what `lookup` searches for. localstripe ignores the header and has no Search API, so with
 `localstripe=True` the processor looks for an existing PaymentIntent before creating one and
 `lookup` scans the PaymentIntent list instead of searching.
+
+A key sent again with different parameters (Stripe's `idempotency_error`) is not a decline: the
+key's first request may well have moved money. `charge` answers `unknown` for it, so the caller
+reconciles with `lookup` and never moves on to another card or attempt.
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ IntentOperation = Literal["authorize", "charge"]
 
 class _NoAnswer(Exception):
     """Stripe gave no usable answer (transport failure, 5xx, 429, 409, auth trouble)."""
+
+
+class _KeyReused(Exception):
+    """The idempotency key was already used for a request with other parameters."""
 
 
 class _BearerKey(httpx.Auth):
@@ -170,6 +178,10 @@ class StripeProcessor:
     def __repr__(self) -> str:
         return f"StripeProcessor(base_url={self.base_url!r}, localstripe={self.localstripe})"
 
+    def is_token(self, token: str) -> bool:
+        """True for `"cus_...:pm_..."`, the shape `tokenize` returns."""
+        return _split_token(token) is not None
+
     async def tokenize(self, card: CardInfo, *, customer_ref: str) -> CardToken:
         """Create a card PaymentMethod, a Customer (metadata customer_ref) and attach one to the other.
 
@@ -225,6 +237,8 @@ class StripeProcessor:
             return await self._confirm_intent("authorize", token, amount_minor, currency, idempotency_key, "")
         except _NoAnswer as exc:
             raise BillingError("PROCESSOR_ERROR") from exc
+        except _KeyReused as exc:
+            raise BillingError("IDEMPOTENCY_KEY_REUSED", field="idempotency_key") from exc
 
     async def charge(
         self,
@@ -235,12 +249,19 @@ class StripeProcessor:
         idempotency_key: str,
         description: str = "",
     ) -> Outcome:
-        """An automatically captured PaymentIntent, confirmed off-session; no answer -> `unknown`."""
+        """An automatically captured PaymentIntent, confirmed off-session.
+
+        No answer -> `unknown`. A key already used with other parameters -> `unknown` as well:
+        the key's first request may have moved money, and only `lookup` can tell.
+        """
         try:
             return await self._confirm_intent(
                 "charge", token, amount_minor, currency, idempotency_key, description
             )
         except _NoAnswer:
+            return Outcome.unknown()
+        except _KeyReused:
+            log.warning("stripe charge: idempotency key already used with other parameters")
             return Outcome.unknown()
 
     async def void(self, reference: str) -> None:
@@ -321,7 +342,7 @@ class StripeProcessor:
             existing = await self._scan_intents(idempotency_key)
             if existing:
                 if any(not self._same_request(intent, data) for intent in existing):
-                    raise BillingError("IDEMPOTENCY_KEY_REUSED", field="idempotency_key")
+                    raise _KeyReused
                 return _best([intent_outcome(i) for i in existing])
         response = await self._request(
             "POST", "/v1/payment_intents", data=data, idempotency_key=idempotency_key
@@ -332,7 +353,7 @@ class StripeProcessor:
         if response.status_code == 402:
             return declined_outcome(error, intent_reference(error))
         if error.get("type") == "idempotency_error":
-            raise BillingError("IDEMPOTENCY_KEY_REUSED", field="idempotency_key")
+            raise _KeyReused
         if response.status_code == 404:
             # The customer or payment method is gone at Stripe: this token will never work again.
             return Outcome.declined("CARD_NOT_FOUND", hard=True)
@@ -343,12 +364,18 @@ class StripeProcessor:
 
     @staticmethod
     def _same_request(intent: Mapping[str, Any], data: Mapping[str, str]) -> bool:
+        """Whether an existing intent was made by this very request (localstripe mode only).
+
+        Compares every parameter Stripe's own idempotency check would, `description` included
+        (kept in metadata here, as localstripe rejects it on PaymentIntents).
+        """
         metadata = intent.get("metadata") or {}
         return (
             str(intent.get("amount")) == data["amount"]
             and str(intent.get("currency")) == data["currency"]
             and intent.get("payment_method") == data["payment_method"]
             and metadata.get("operation") == data["metadata[operation]"]
+            and (metadata.get("description") or "") == data.get("metadata[description]", "")
         )
 
     async def _search_intents(self, idempotency_key: str) -> list[dict[str, Any]]:

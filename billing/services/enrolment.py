@@ -3,10 +3,12 @@ asked to, enrol the cardholder in a plan.
 
 The first charge is crash-safe. Before the processor is asked for money, one database
 transaction saves the card, writes the `pending` enrolment charge (key `enrol:{trx}:{attempt}`,
-carrying everything needed to create the subscription) and marks the transaction `enrolling`;
-then the charge is sent. A definite answer is settled at once (see `enrolment_settlement`); no
-answer is looked up once by the same key and otherwise left to the recovery pass, which finishes
-it exactly once. The subscription exists only once its first charge succeeded.
+carrying everything needed to create the subscription and to send the charge again identically)
+and marks the transaction `enrolling`; then the charge is sent. A definite answer is settled at
+once (see `enrolment_settlement`); no answer is looked up once by the same key and otherwise left
+to the recovery pass, which finishes it exactly once. When a slow answer arrives after the
+recovery pass settled the charge, the request answers with what the pass decided. The
+subscription exists only once its first charge succeeded.
 
 With a trial nothing is charged: the card is verified and saved and the subscription starts
 at once, its first charge due at trial end.
@@ -27,6 +29,7 @@ from billing.services.enrolment_settlement import (
     Enrolment,
     EnrolmentContext,
     decline_error,
+    first_charge_description,
     first_period_start,
     new_subscription,
     record_created,
@@ -37,6 +40,7 @@ from billing.services.runtime import Runtime
 from billing.services.transactions import get_transaction
 from billing.store import charges as charge_store
 from billing.store import payment_methods as method_store
+from billing.store import subscriptions as subscription_store
 from billing.store import transactions as trx_store
 from billing.store.engine import Session, transaction
 from billing.store.ids import new_id
@@ -233,6 +237,7 @@ async def verify_card(runtime: Runtime, *, client_id: str, request: VerifyCardRe
         timezone=client.timezone,
         enrolled_on=local_date(local_now, client.timezone),
         enrolled_at=local_now,
+        description=first_charge_description(plan),
     )
     if plan.trial_days > 0:
         async with transaction(runtime.sessions) as session:
@@ -243,7 +248,7 @@ async def verify_card(runtime: Runtime, *, client_id: str, request: VerifyCardRe
         return Enrolment(transaction=trx, payment_method=method, subscription=subscription)
 
     charge = await _write_pending_charge(runtime, client_id, plan, method, context)
-    outcome = await _send_charge(processor, card_token.token, charge, f"{plan.name} (first period)")
+    outcome = await _send_charge(processor, card_token.token, charge, context.description or "")
     if outcome.status == "unknown":
         async with transaction(runtime.sessions) as session:
             attached = await _reload(session, charge)
@@ -260,11 +265,42 @@ async def verify_card(runtime: Runtime, *, client_id: str, request: VerifyCardRe
     async with transaction(runtime.sessions) as session:
         attached = await _reload(session, charge)
         settled = await settle_enrolment(session, attached, outcome, now=runtime.clock.now())
-    if settled is None:  # pragma: no cover - the recovery pass only takes charges a minute old
-        raise BillingError("STATE_CONFLICT", message="The enrolment was settled by another process.")
+    if settled is None:
+        # The answer came so late that the recovery pass settled the charge first (it resends
+        # the same request under the same key, so both saw the same outcome): report its result.
+        return await _settled_elsewhere(runtime, charge)
     if outcome.status == "failed":
         raise decline_error(outcome)
     return settled
+
+
+async def _settled_elsewhere(runtime: Runtime, charge: Charge) -> Enrolment:
+    """What an enrolment charge settled by the recovery pass produced; its decline is raised."""
+    async with runtime.sessions() as session:
+        settled = await _reload(session, charge)
+        context = _context_of(settled)
+        trx = await trx_store.get_transaction(session, settled.client_id, context.trx_id)
+        method = await method_store.get_payment_method(session, settled.client_id, context.payment_method_id)
+        subscription = (
+            await subscription_store.get_subscription(session, settled.client_id, settled.subscription_id)
+            if settled.subscription_id is not None
+            else None
+        )
+    if settled.state == "failed":
+        raise decline_error(
+            Outcome(
+                status="failed", decline_code=settled.decline_code, decline_message=settled.decline_message
+            )
+        )
+    if settled.state != "succeeded" or trx is None or method is None or subscription is None:
+        raise BillingError("STATE_CONFLICT", message="The enrolment was settled by another process.")
+    return Enrolment(transaction=trx, payment_method=method, subscription=subscription, charge=settled)
+
+
+def _context_of(charge: Charge) -> EnrolmentContext:
+    if charge.charge_metadata is None:  # pragma: no cover - written with every enrolment charge
+        raise ValueError(f"enrolment charge {charge.id} carries no enrolment context")
+    return EnrolmentContext.from_metadata(charge.charge_metadata)
 
 
 async def _reload(session: Session, charge: Charge) -> Charge:

@@ -2,10 +2,16 @@
 
 verify-card answers 502 when the first charge's outcome stays unknown, and a process can die
 between committing the `pending` charge and hearing back. Either way the charge is left open.
-This pass looks such charges up by their idempotency key once they are a minute old, and
-settles them exactly once: a success creates the subscription as the request would have, a
-refusal fails the charge and frees the transaction. A charge the processor never saw failed;
-a processor that still does not know is asked again a minute later.
+This pass takes such charges over once they are a minute old and settles them exactly once: a
+success creates the subscription as the request would have, a refusal fails the charge and
+frees the transaction.
+
+It first looks the charge up by its idempotency key. When the processor has no record of the
+key, that proves nothing: the request may still be on its way (a slow network, a paused
+process) and a search index may trail writes. So the pass sends the very same charge again,
+under the same key with the same token, amount, currency and description, and settles on that
+answer: the processor either replays the first request's outcome or makes the charge now,
+never both. A processor that still gives no definite answer is asked again a minute later.
 """
 
 from __future__ import annotations
@@ -15,21 +21,54 @@ from datetime import timedelta
 from typing import Final
 
 from billing.domain.errors import BillingError
-from billing.processors.base import Outcome
-from billing.services.enrolment_settlement import settle_enrolment
+from billing.processors.base import Outcome, PaymentProcessor
+from billing.services.enrolment_settlement import (
+    EnrolmentContext,
+    first_charge_description,
+    settle_enrolment,
+)
 from billing.services.runtime import Runtime
 from billing.store import charges as store
+from billing.store import payment_methods as method_store
 from billing.store.engine import transaction
-from billing.store.models import Charge
+from billing.store.models import Charge, Plan
 
 log = logging.getLogger("billing.enrolment")
 
 STALE_AFTER: Final = timedelta(minutes=1)
 """How old an open enrolment charge must be before the pass takes it over from its request."""
 
-NEVER_SEEN: Final = Outcome.declined(
-    "PROCESSOR_ERROR", message="The charge never reached the processor; nothing was charged."
-)
+
+async def _resend(runtime: Runtime, processor: PaymentProcessor, charge: Charge) -> Outcome | None:
+    """Send `charge` again exactly as verify-card sent it; None when that cannot be done or the
+    processor does not answer definitely."""
+    if charge.charge_metadata is None:
+        log.error("enrolment charge carries no enrolment context", extra={"charge": charge.id})
+        return None
+    context = EnrolmentContext.from_metadata(charge.charge_metadata)
+    async with runtime.sessions() as session:
+        method = await method_store.get_payment_method(session, charge.client_id, context.payment_method_id)
+        plan = await session.get(Plan, context.plan_id)
+    if method is None or plan is None:
+        log.error("enrolment charge names a card or plan that does not exist", extra={"charge": charge.id})
+        return None
+    # Charges written before the description was recorded were sent with the plan's name then;
+    # if the plan was renamed since, the processor answers "key reused" (unknown), never twice.
+    description = context.description if context.description is not None else first_charge_description(plan)
+    try:
+        return await processor.charge(
+            method.token,
+            charge.amount_minor,
+            charge.currency,
+            idempotency_key=charge.idempotency_key,
+            description=description,
+        )
+    except BillingError as exc:
+        log.warning("enrolment charge resend refused", extra={"charge": charge.id, "code": exc.code})
+    except Exception:
+        # Whatever went wrong, the charge stays open and is tried again on a later pass.
+        log.exception("enrolment charge resend failed", extra={"charge": charge.id})
+    return None
 
 
 async def _outcome_of(runtime: Runtime, charge: Charge) -> Outcome | None:
@@ -43,8 +82,8 @@ async def _outcome_of(runtime: Runtime, charge: Charge) -> Outcome | None:
     except BillingError:
         return None
     if found is None:
-        return NEVER_SEEN
-    return None if found.status == "unknown" else found
+        found = await _resend(runtime, processor, charge)
+    return None if found is None or found.status == "unknown" else found
 
 
 async def run(runtime: Runtime, identity: str) -> dict[str, int]:

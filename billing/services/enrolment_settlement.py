@@ -33,9 +33,19 @@ from billing.store.models import Charge, PaymentMethod, Plan, Subscription, Tran
 log = logging.getLogger("billing.enrolment")
 
 
+def first_charge_description(plan: Plan) -> str:
+    """What the enrolment charge is called at the processor."""
+    return f"{plan.name} (first period)"
+
+
 @dataclass(frozen=True)
 class EnrolmentContext:
-    """Everything needed to create the subscription later, stored on the pending charge."""
+    """Everything needed to create the subscription later, stored on the pending charge.
+
+    `description` is the exact description the first charge was sent with, so that the charge
+    can be sent again identically (processors refuse a key reused with other parameters).
+    None only on charges written before it was recorded.
+    """
 
     trx_id: str
     plan_id: str
@@ -45,6 +55,7 @@ class EnrolmentContext:
     timezone: str
     enrolled_on: date  # the client's local date at enrolment
     enrolled_at: datetime  # the client's "now" at enrolment
+    description: str | None = None
 
     def to_metadata(self) -> dict[str, Any]:
         return {
@@ -56,6 +67,7 @@ class EnrolmentContext:
             "timezone": self.timezone,
             "enrolledOn": self.enrolled_on.isoformat(),
             "enrolledAt": self.enrolled_at.isoformat(),
+            "description": self.description,
         }
 
     @classmethod
@@ -69,6 +81,7 @@ class EnrolmentContext:
             timezone=str(data["timezone"]),
             enrolled_on=date.fromisoformat(str(data["enrolledOn"])),
             enrolled_at=datetime.fromisoformat(str(data["enrolledAt"])),
+            description=data.get("description"),
         )
 
 

@@ -5,8 +5,9 @@ default first, then the others in `priority` order. Choosing a new default puts 
 and keeps the others in their order, so the previous default becomes the first fallback.
 
 `tokenizeData.cardId` is a token the processor already issued (for `sandbox`, a `tok_sbx_...`
-token; for `stripe`, `cus_...:pm_...`). Raw card data may be sent as `cardInfo` instead and is
-tokenized here; card numbers are never stored, and one sent as `cardId` is refused.
+token; for `stripe`, `cus_...:pm_...`); anything without that shape is refused, and so is
+anything holding twelve digits in a row however they are separated. Raw card data may be sent as
+`cardInfo` instead and is tokenized here; card numbers are never stored.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from billing.domain.card_numbers import may_hold_card_number
 from billing.domain.clock import Clock
 from billing.domain.errors import BillingError
 from billing.domain.grace import Episode, GracePolicy, on_new_default_card
-from billing.processors.base import CardInfo
-from billing.processors.cards import luhn_valid
+from billing.processors.base import CardInfo, PaymentProcessor
 from billing.services.client_clock import client_now, load_client
 from billing.services.enrolment import processor_named, tokenize
 from billing.services.subscriptions import SubscriptionView, get_subscription, subscription_detail
@@ -44,9 +45,25 @@ class NewPaymentMethod:
     alias: str | None = None
 
 
-def _looks_like_card_number(value: str) -> bool:
-    digits = value.replace(" ", "").replace("-", "")
-    return 12 <= len(digits) <= 19 and luhn_valid(digits)
+def _checked_token(processor: PaymentProcessor, card_id: str) -> str:
+    """`card_id` when it has the shape of a token `processor` issues; 7204 otherwise.
+
+    The messages never repeat the value: it may be a card number.
+    """
+    if may_hold_card_number(card_id):
+        # Never store a card number: it belongs in cardInfo, which is tokenized and forgotten.
+        raise BillingError(
+            "INVALID_CARD_DATA",
+            message="tokenizeData.cardId must be a processor token, not a card number; send cardInfo instead.",
+            field="tokenizeData.cardId",
+        )
+    if not processor.is_token(card_id):
+        raise BillingError(
+            "INVALID_CARD_DATA",
+            message=f"tokenizeData.cardId is not a token the {processor.slug} processor issues.",
+            field="tokenizeData.cardId",
+        )
+    return card_id
 
 
 async def add_payment_method(
@@ -60,7 +77,8 @@ async def add_payment_method(
     """Save a card for a cardholder as their last fallback.
 
     Raises 7005 for an unknown processor, 7000 unless exactly one of cardId / cardInfo is given,
-    7204 for a card number sent as cardId, and tokenize's errors (7204, 7202, declines) for cardInfo.
+    7204 for a cardId that is not the processor's token shape (card numbers included), and
+    tokenize's errors (7204, 7202, declines) for cardInfo.
     """
     processor = processor_named(processors, request.processor, field="tokenizeData.processorId")
     if (request.card_id is None) == (request.card is None):
@@ -93,15 +111,7 @@ async def add_payment_method(
         method.exp_month, method.exp_year = token.exp_month, token.exp_year
     else:
         assert request.card_id is not None
-        card_id = request.card_id.strip()
-        if _looks_like_card_number(card_id):
-            # Never store a card number: it belongs in cardInfo, which is tokenized and forgotten.
-            raise BillingError(
-                "INVALID_CARD_DATA",
-                message="tokenizeData.cardId must be a processor token, not a card number; send cardInfo instead.",
-                field="tokenizeData.cardId",
-            )
-        method.token = card_id
+        method.token = _checked_token(processor, request.card_id.strip())
     async with transaction(sessions) as session:
         await load_client(session, client_id)
         await store.add_payment_method(session, method)
@@ -161,7 +171,9 @@ async def set_default_payment_method(
     """Make a card the subscription's default and the cardholder's first fallback.
 
     On a subscription in grace this asks the worker for an immediate retry (`next_attempt_at`
-    = now) when the grace policy still allows one. Raises 7041, 7200 (unknown card or another
+    = now) when the grace policy still allows one. That request only lands while the
+    subscription is still in the grace episode read here: if a retry succeeded meanwhile, the
+    next period stays due when it is due. Raises 7041, 7200 (unknown card or another
     cardholder's) and 7050 when the subscription is not active.
     """
     subscription = await get_subscription(session, client_id=client_id, subscription_id=subscription_id)
@@ -178,17 +190,23 @@ async def set_default_payment_method(
         )
     client = await load_client(session, client_id)
     now = clock.now()
-    values: dict[str, Any] = {"default_payment_method_id": method.id, "updated_at": now}
-    episode = _episode_of(subscription)
-    if subscription.renewal_status == "in_grace" and episode is not None:
+    episode = _episode_of(subscription) if subscription.renewal_status == "in_grace" else None
+    if not await subscription_store.update_if_active(
+        session, subscription, default_payment_method_id=method.id, updated_at=now
+    ):
+        raise BillingError("STATE_CONFLICT", field="subscriptionId")
+    if episode is not None:
         local_now = client_now(clock, client)
         decision = on_new_default_card(episode, local_now)
         # The worker owns the retry; this only makes the subscription due now. When the policy
         # allows no retry, the worker's deadline check ends the episode instead.
-        values["next_attempt_at"] = local_now
+        retry: dict[str, Any] = {"next_attempt_at": local_now, "updated_at": now}
         if decision.status == "active":
-            values["grace_retry_at"] = local_now
-    if not await subscription_store.update_if_active(session, subscription, **values):
-        raise BillingError("STATE_CONFLICT", field="subscriptionId")
+            retry["grace_retry_at"] = local_now
+        # Conditional on the episode read above: the worker may have retried (and succeeded)
+        # since, and then "due now" would charge the next period at once.
+        await subscription_store.request_grace_retry(
+            session, subscription, grace_started_at=episode.started_at, **retry
+        )
     await store.put_first(session, method)
     return await subscription_detail(session, client_id=client_id, subscription_id=subscription.id)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, update
 from sqlmodel import col, select
 
+from billing.domain.card_numbers import may_hold_card_number
 from billing.store.engine import Session
 from billing.store.models import PaymentMethod, Subscription
 
@@ -30,7 +31,13 @@ async def next_priority(session: Session, client_id: str, user_id: str) -> int:
 
 
 async def add_payment_method(session: Session, method: PaymentMethod) -> PaymentMethod:
-    """Insert `method` as the cardholder's last fallback."""
+    """Insert `method` as the cardholder's last fallback.
+
+    Raises ValueError, writing nothing, for a token that may hold a card number: callers refuse
+    such tokens with 7204 first, so this only stops a slip from ever reaching the disk.
+    """
+    if may_hold_card_number(method.token):
+        raise ValueError("refusing to store a payment-method token that may hold a card number")
     method.priority = await next_priority(session, method.client_id, method.user_id)
     session.add(method)
     await session.flush()

@@ -72,10 +72,36 @@ async def update_if_active(session: Session, subscription: Subscription, **value
     return bool(result.rowcount == 1)
 
 
+async def request_grace_retry(
+    session: Session, subscription: Subscription, *, grace_started_at: datetime, **values: Any
+) -> bool:
+    """Apply `values` only while the subscription is still in the grace episode that began at
+    `grace_started_at` (active, `in_grace`); False (nothing written) otherwise.
+
+    A retry that succeeded (or an episode that ended or restarted) since the caller read the
+    row must not be followed by a retry request: that would make the next period due at once.
+    The object is refreshed either way.
+    """
+    result = await session.exec(
+        update(Subscription)
+        .where(col(Subscription.id) == subscription.id)
+        .where(col(Subscription.status) == "active")
+        .where(col(Subscription.renewal_status) == "in_grace")
+        .where(col(Subscription.grace_started_at) == grace_started_at)
+        .values(**values)
+    )
+    await session.refresh(subscription)
+    return bool(result.rowcount == 1)
+
+
 async def cancel_if_active(
     session: Session, subscription: Subscription, *, at: datetime, now: datetime
 ) -> bool:
-    """Cancel at once: `cancelled`, retries stopped (`next_attempt_at` NULL), lease released."""
+    """Cancel at once: `cancelled`, retries stopped (`next_attempt_at` NULL).
+
+    The lease is left as it is: a worker whose charge is in flight still owns the row and
+    must record that charge's outcome and events (it releases the lease itself).
+    """
     return await update_if_active(
         session,
         subscription,
@@ -83,7 +109,5 @@ async def cancel_if_active(
         cancelled_at=at,
         ended_at=at,
         next_attempt_at=None,
-        lease_owner=None,
-        lease_until=None,
         updated_at=now,
     )

@@ -261,9 +261,11 @@ async def test_a_process_that_died_after_charging_is_finished_with_the_enrolment
     assert (subscription.period_index, subscription.cycles_paid) == (0, 1)
 
 
-async def test_a_charge_the_processor_never_saw_fails_and_frees_the_transaction(
+async def test_a_charge_the_processor_never_saw_is_sent_again_under_its_key(
     service_runtime: Runtime, shop: str, flaky: FlakySandbox, clock: FixedClock
 ) -> None:
+    """ "Never seen" is not a decline: the request may still arrive. The pass sends the same
+    charge under the same key and settles on that answer; until it gets one, nothing is decided."""
     plan_id = await _plan(service_runtime, shop)
     trx_id = await _trx(service_runtime, shop)
     flaky.die = "before"
@@ -271,13 +273,23 @@ async def test_a_charge_the_processor_never_saw_fails_and_frees_the_transaction(
     with pytest.raises(RuntimeError):
         await verify_card(service_runtime, client_id=shop, request=_request(trx_id, plan_id))
     clock.advance(timedelta(minutes=2))
-    assert (await enrolment_recovery.run(service_runtime, "w"))["failed"] == 1
+    # The resend cannot get through either: the charge stays open, the card and transaction held.
+    assert (await enrolment_recovery.run(service_runtime, "w"))["unresolved"] == 1
+    [charge] = await _all(service_runtime, Charge)
+    assert charge.state == "unknown"
+    assert await _trx_status(service_runtime, trx_id) == "enrolling"
+    assert [m.status for m in await _all(service_runtime, PaymentMethod)] == ["active"]
+
+    flaky.die = None
+    clock.advance(timedelta(minutes=2))
+    assert (await enrolment_recovery.run(service_runtime, "w"))["succeeded"] == 1
 
     [charge] = await _all(service_runtime, Charge)
-    assert (charge.state, charge.decline_code) == ("failed", "7205")
-    assert await _subscriptions(service_runtime) == 0
-    assert await _trx_status(service_runtime, trx_id) == "created"
-    assert [m.status for m in await _all(service_runtime, PaymentMethod)] == ["removed"]
+    [subscription] = await _all(service_runtime, Subscription)
+    assert (charge.state, charge.subscription_id) == ("succeeded", subscription.id)
+    assert charge.idempotency_key == f"enrol:{trx_id}:1"
+    assert flaky.charges == 1
+    assert await _trx_status(service_runtime, trx_id) == "used"
 
 
 async def test_a_trial_enrols_without_charging(service_runtime: Runtime, shop: str) -> None:

@@ -290,19 +290,30 @@ def _body(trx: str = "@TRX", plan: str | None = "@PLAN", **changes: Any) -> dict
         (_body(cardInfo={**card(), "number": None}), 400, "7000", "cardInfo.number"),
         (_body(cardInfo=card("4242424242424241")), 400, "7204", "cardInfo.number"),
         (_body(cardInfo={**card(), "expYear": 2020}), 402, "7202", "cardInfo.expYear"),
+        # Out-of-range or look-alike input is refused before any processor call (never a 500).
+        (_body(cardInfo=card("424242424242424\u00b2")), 400, "7204", "cardInfo.number"),
+        (_body(cardInfo={**card(), "cvv": "12\u00b3"}), 400, "7204", "cardInfo.cvv"),
+        (_body(cardInfo={**card(), "expYear": 2**40}), 400, "7000", "cardInfo.expYear"),
+        (_body(cardInfo={**card(), "expYear": 3000000000}), 400, "7000", "cardInfo.expYear"),
+        (_body(cardInfo={**card(), "expYear": -1}), 400, "7000", "cardInfo.expYear"),
+        (_body(cardInfo={**card(), "expYear": 9999}), 400, "7204", "cardInfo.expYear"),
+        (_body(cardInfo={**card(), "expMonth": 13}), 400, "7000", "cardInfo.expMonth"),
+        (_body(cardInfo={**card(), "expMonth": -(2**40)}), 400, "7000", "cardInfo.expMonth"),
         (_body(notificationEmail="not-an-email"), 400, "7000", "notificationEmail"),
         (_body(clientId="cli_other"), 403, "7605", "clientId"),
         (_body(client="cli_other"), 403, "7605", "client"),
     ],
 )
 async def test_bad_verify_card_calls(
-    merchant: Any, body: dict[str, Any], status: int, code: str, field: str
+    merchant: Any, runtime: Any, body: dict[str, Any], status: int, code: str, field: str
 ) -> None:
     plan = await create_plan(merchant)
     trx = await create_transaction(merchant)
     body = {k: (trx["uid"] if v == "@TRX" else plan["id"] if v == "@PLAN" else v) for k, v in body.items()}
 
     error_of(await merchant.post("/v1/subscriptions/verify-card", json=body), status, code, field)
+    # Refused before the processor heard of it: nothing authorized, voided or charged.
+    assert len(runtime.processors["sandbox"].ledger) == 0
     # Nothing was enrolled and the transaction is still usable.
     assert await _subscriptions_of(merchant, "user-1") == []
     data_of(await merchant.post("/v1/subscriptions/verify-card", json=_body(trx=trx["uid"], plan=plan["id"])))

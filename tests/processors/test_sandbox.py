@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from billing.domain.card_numbers import may_hold_card_number
 from billing.domain.clock import FixedClock
 from billing.domain.errors import BillingError
 from billing.processors import (
@@ -21,6 +22,7 @@ from billing.processors import (
     SandboxScenario,
 )
 from billing.processors.cards import luhn_valid
+from billing.processors.http_sandbox import HttpSandboxProcessor
 
 pytestmark = pytest.mark.anyio
 
@@ -200,6 +202,19 @@ def test_property_unlisted_valid_numbers_tokenize_as_approving(body: str) -> Non
         (card("4242424242424242", exp_month=0), "expMonth"),
         (card("4242424242424242", cvv="12"), "cvv"),
         (card("4242424242424242", cvv="12a"), "cvv"),
+        # str.isdigit() accepts these; int() of them fails. They are not card data.
+        (card("424242424242424\u00b2"), "number"),
+        (
+            card(
+                "\u0664\u0662\u0664\u0662\u0664\u0662\u0664\u0662\u0664\u0662\u0664\u0662\u0664\u0662\u0664\u0662"
+            ),
+            "number",
+        ),
+        (card("4242424242424242", cvv="12\u00b3"), "cvv"),
+        # Years that overflow a database integer, or that no card carries.
+        (card("4242424242424242", exp_year=2**40), "expYear"),
+        (card("4242424242424242", exp_year=2026 + 51), "expYear"),
+        (card("4242424242424242", exp_year=-1), "expYear"),
     ],
 )
 async def test_bad_card_data_is_invalid_card_data(
@@ -229,6 +244,11 @@ async def test_two_digit_years_mean_this_century(sandbox: SandboxProcessor) -> N
     assert tok.exp_year == 2030
     with pytest.raises(BillingError, match="7202"):
         await sandbox.tokenize(card("4242424242424242", exp_year=25), customer_ref="u")
+
+
+async def test_expiry_years_up_to_fifty_years_ahead_are_accepted(sandbox: SandboxProcessor) -> None:
+    tok = await sandbox.tokenize(card("4242424242424242", exp_year=2026 + 50), customer_ref="u")
+    assert tok.exp_year == 2076
 
 
 @given(
@@ -397,3 +417,43 @@ async def test_amounts_must_be_positive(sandbox: SandboxProcessor) -> None:
 def test_sandbox_satisfies_the_protocol(sandbox: SandboxProcessor) -> None:
     assert isinstance(sandbox, PaymentProcessor)
     assert sandbox.slug == "sandbox"
+
+
+# --- token shape -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("number", sorted(EXPECTED))
+async def test_minted_tokens_have_the_sandbox_shape_and_no_digit_runs(
+    sandbox: SandboxProcessor, number: str
+) -> None:
+    token = await token_for(sandbox, number)
+    assert sandbox.is_token(token)
+    assert HttpSandboxProcessor("http://127.0.0.1:9").is_token(token)
+    assert token.removeprefix(f"tok_sbx_{TEST_CARDS[number].value}_").isalpha()
+
+
+async def test_minted_tokens_never_hold_a_card_number(sandbox: SandboxProcessor) -> None:
+    """Random hex would hold twelve digits in a row in about one token in a hundred."""
+    tokens = [await token_for(sandbox, "4242424242424242") for _ in range(500)]
+    assert not any(may_hold_card_number(token) for token in tokens)
+
+
+@pytest.mark.parametrize(
+    "not_a_token",
+    [
+        "",
+        "tok_x",
+        "cus_A1:pm_B2",
+        "tok_sbx_",
+        "tok_sbx_approve",
+        "tok_sbx_teleport_abc",
+        "tok_sbx_approve_4242.4242.4242.4242",
+        "tok_sbx_approve_4242 4242",
+        "tok_sbx_approve_ABC",
+        "4242424242424242",
+        "pan=4242424242424242",
+    ],
+)
+def test_anything_else_is_not_a_sandbox_token(sandbox: SandboxProcessor, not_a_token: str) -> None:
+    assert not sandbox.is_token(not_a_token)
+    assert not HttpSandboxProcessor("http://127.0.0.1:9").is_token(not_a_token)

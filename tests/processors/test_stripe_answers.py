@@ -199,11 +199,45 @@ async def test_tokenize_refusals_raise_catalog_errors(
     assert caught.value.name == name
 
 
-async def test_reusing_a_key_for_another_request_is_refused(make_processor: Callable[..., Any]) -> None:
-    answer = httpx.Response(400, json={"error": {"type": "idempotency_error", "message": "Keys for ..."}})
+def key_reused() -> httpx.Response:
+    return httpx.Response(400, json={"error": {"type": "idempotency_error", "message": "Keys for ..."}})
+
+
+async def test_a_charge_under_a_key_used_for_another_request_is_unknown_not_declined(
+    make_processor: Callable[..., Any],
+) -> None:
+    """The key's first request may have moved money: the caller must reconcile with lookup and
+    must not move on to a fallback card, which a decline would allow."""
+    outcome = await make_processor(Recorder(key_reused())).charge(TOKEN, 1500, "USD", idempotency_key="k")
+    assert outcome == Outcome.unknown()
+
+
+async def test_an_authorization_under_a_key_used_for_another_request_is_refused(
+    make_processor: Callable[..., Any],
+) -> None:
     with pytest.raises(BillingError) as caught:
-        await make_processor(Recorder(answer)).charge(TOKEN, 1500, "USD", idempotency_key="k")
+        await make_processor(Recorder(key_reused())).authorize(TOKEN, 1500, "USD", idempotency_key="k")
     assert caught.value.name == "IDEMPOTENCY_KEY_REUSED"
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        (TOKEN, True),
+        ("cus_NffrFeUfNV2Hib:pm_1MqLiJLkdIwHu7ixUEgbFdYF", True),
+        ("cus_A1", False),
+        ("pm_B2", False),
+        ("cus_A1:pm_B2:x", False),
+        ("cus_A1:pm_B 2", False),
+        ("tok_sbx_approve_abcdefgh", False),
+        ("4242424242424242", False),
+        ("", False),
+    ],
+)
+async def test_is_token_accepts_only_customer_and_payment_method(
+    make_processor: Callable[..., Any], token: str, expected: bool
+) -> None:
+    assert make_processor(Recorder()).is_token(token) is expected
 
 
 async def test_other_refused_requests_fail_without_blaming_the_card(

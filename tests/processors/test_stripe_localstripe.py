@@ -115,11 +115,32 @@ async def test_same_key_twice_charges_once(
     assert len(intents_tagged(localstripe_admin, "batch-9:0")) == 1
 
 
-async def test_same_key_for_a_different_amount_is_refused(stripe_processor: StripeProcessor) -> None:
+@pytest.mark.parametrize(("amount", "description"), [(9900, "Pro: period 1"), (1500, "Pro Plus: period 1")])
+async def test_same_key_for_another_charge_is_unknown_and_charges_nothing(
+    stripe_processor: StripeProcessor, localstripe_admin: httpx.Client, amount: int, description: str
+) -> None:
+    """As Stripe does, a key sent again with other parameters (the description included) is
+    not run; it is reported `unknown`, never as a decline, and lookup tells what the key did."""
     tok = await stripe_processor.tokenize(card("4242424242424242"), customer_ref="u")
-    await stripe_processor.charge(tok.token, 1500, "USD", idempotency_key="k")
+    key = f"k-{amount}-{description}"
+    first = await stripe_processor.charge(
+        tok.token, 1500, "USD", idempotency_key=key, description="Pro: period 1"
+    )
+
+    again = await stripe_processor.charge(
+        tok.token, amount, "USD", idempotency_key=key, description=description
+    )
+
+    assert again == Outcome.unknown()
+    assert await stripe_processor.lookup(key) == first
+    assert len(intents_tagged(localstripe_admin, key)) == 1
+
+
+async def test_same_key_for_another_authorization_is_refused(stripe_processor: StripeProcessor) -> None:
+    tok = await stripe_processor.tokenize(card("4242424242424242"), customer_ref="u")
+    await stripe_processor.authorize(tok.token, 1500, "USD", idempotency_key="auth-k")
     with pytest.raises(BillingError) as caught:
-        await stripe_processor.charge(tok.token, 9900, "USD", idempotency_key="k")
+        await stripe_processor.authorize(tok.token, 9900, "USD", idempotency_key="auth-k")
     assert caught.value.name == "IDEMPOTENCY_KEY_REUSED"
 
 
