@@ -8,6 +8,9 @@ Three pieces, because the key belongs to a merchant and the response is only fin
 - ``idempotency_middleware`` wraps the whole app: it holds back the claimed request's response until
   the record is written (so a retry arriving right after the answer finds it), stores 2xx-4xx, and
   releases the key on a 5xx or a crash.
+- ``claim_of_request`` hands a handler its claim, for routes that move money: they store their
+  answer in the transaction that commits their effect (``idempotency.record_response``), so a 5xx
+  or a crash after that commit cannot release the key and the retry replays the answer.
 
 The header is optional and only honoured on POST by an authenticated merchant; elsewhere it is ignored.
 """
@@ -97,6 +100,12 @@ IDEMPOTENCY_EXCEPTION_HANDLERS: dict[Any, Any] = {IdempotentReplay: replay_respo
 def _claim_of(scope: Scope) -> _ClaimInFlight | None:
     value = scope.get("state", {}).get(_STATE_KEY)
     return value if isinstance(value, _ClaimInFlight) else None
+
+
+def claim_of_request(request: Request[Any, Any, Any]) -> Claim | None:
+    """The Idempotency-Key claim this request holds (None without a key, or on a replay)."""
+    in_flight = _claim_of(request.scope)
+    return in_flight.claim if in_flight is not None else None
 
 
 def _wants_idempotency(scope: Scope) -> bool:

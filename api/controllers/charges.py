@@ -6,16 +6,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from litestar import Controller, MediaType, Response, get, post
+from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
+from litestar.serialization import encode_json
 
 from api.auth import ensure_same_client
 from api.envelope import ErrorEnvelope
+from api.idempotency import claim_of_request
 from api.schemas.charges import (
     BatchReceived,
     BatchStatus,
@@ -26,9 +28,11 @@ from api.schemas.charges import (
 )
 from api.schemas.wire import render, responses
 from billing.domain.errors import BillingError
-from billing.services import csv_intake, ondemand
+from billing.services import csv_intake, idempotency, ondemand
 from billing.services.auth import AuthenticatedClient
+from billing.services.idempotency import Claim
 from billing.services.runtime import Runtime
+from billing.store.engine import Session
 
 # Room for the multipart envelope around a file of exactly the limit; anything bigger is
 # refused by Litestar while reading (413, 7017) and the file's own size is checked below.
@@ -73,6 +77,24 @@ async def _read_capped(upload: UploadFile, cap: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _keep_answer(session: Session, claim: Claim | None, answer: bytes) -> None:
+    """Store the 202 for the request's Idempotency-Key in the transaction that queues the batch.
+
+    Once the batch is committed its key can no longer be released, so a retry after any later
+    failure (lost commit acknowledgement, error while answering, killed process) replays this
+    answer instead of queueing the batch again.
+    """
+    if claim is not None:
+        await idempotency.record_response(
+            session, claim, status_code=202, body=answer, content_type=MediaType.JSON.value
+        )
+
+
+def _accepted(answer: bytes) -> Response[bytes]:
+    """The 202 with exactly the bytes stored for replay."""
+    return Response(answer, status_code=202, media_type=MediaType.JSON)
+
+
 class ChargesController(Controller):
     path = "/v1/subscriptions/charges"
     tags = ["charges"]
@@ -85,10 +107,11 @@ class ChargesController(Controller):
     )
     async def create_batch(
         self,
+        request: Request[Any, Any, Any],
         runtime: NamedDependency[Runtime],
         merchant: NamedDependency[AuthenticatedClient],
         data: JSONBody[ChargeBatchIn],
-    ) -> dict[str, Any]:
+    ) -> Response[bytes]:
         """Queue 1..5000 on-demand charges; answered at once (202).
 
         Items that fail validation are rejected one by one (counted in ``totals``, the first 20
@@ -96,11 +119,14 @@ class ChargesController(Controller):
         ``GET /v1/subscriptions/charges/batches/{batchId}``.
         """
         ensure_same_client(merchant, data.client, field="client")
+        claim = claim_of_request(request)
         async with runtime.sessions() as session, session.begin():
             receipt = await ondemand.receive_json_batch(
                 session, runtime.clock, client_id=merchant.id, data=data.data
             )
-        return render(batch_received(receipt), "Batch received")
+            answer = encode_json(render(batch_received(receipt), "Batch received"))
+            await _keep_answer(session, claim, answer)
+        return _accepted(answer)
 
     @get(
         "/batches/{batch_id:str}",
@@ -135,11 +161,12 @@ class ChargesController(Controller):
     )
     async def upload_csv(
         self,
+        request: Request[Any, Any, Any],
         runtime: NamedDependency[Runtime],
         merchant: NamedDependency[AuthenticatedClient],
         data: Annotated[CsvUploadForm, Body(media_type=RequestEncodingType.MULTI_PART)],
         query_client_id: Annotated[str | None, QueryParameter(name="clientId")] = None,
-    ) -> dict[str, Any]:
+    ) -> Response[bytes]:
         """Queue the charges of a CSV file (``subscriptionId,amount,metadata``, header row, at most 10 MB).
 
         Answered at once (202) with a ``trackingId``; bad rows are reported per line by
@@ -157,18 +184,23 @@ class ChargesController(Controller):
             content = await _read_capped(data.file, csv_intake.CSV_MAX_BYTES)
         finally:
             await data.file.close()  # the spooled copy may be a temporary file on disk
+        claim = claim_of_request(request)
         async with runtime.sessions() as session, session.begin():
             receipt = await csv_intake.receive_csv(
                 session, runtime.clock, client_id=merchant.id, content=content, filename=data.file.filename
             )
-        body = render(batch_received(receipt), "File received")
-        # Migo keeps trackingId at the top level of this answer; data adds the batch summary.
-        return {
-            "success": True,
-            "message": body["message"],
-            "trackingId": receipt.batch.tracking_id,
-            "data": body["data"],
-        }
+            body = render(batch_received(receipt), "File received")
+            # Migo keeps trackingId at the top level of this answer; data adds the batch summary.
+            answer = encode_json(
+                {
+                    "success": True,
+                    "message": body["message"],
+                    "trackingId": receipt.batch.tracking_id,
+                    "data": body["data"],
+                }
+            )
+            await _keep_answer(session, claim, answer)
+        return _accepted(answer)
 
     @get(
         "/upload-csv/{tracking_id:str}",

@@ -6,6 +6,14 @@ finds the record and gets 7701 instead of running the request a second time. Whe
 ends, its status and body are stored (4xx included: the same request would fail the same way);
 a 5xx or a crash releases the key so the merchant can retry.
 
+Releasing on a 5xx is only safe while nothing was committed. A request that moves money (an
+on-demand batch, a CSV upload) therefore stores its answer with ``record_response`` in the very
+transaction that commits its effect: a record that holds an answer is never released, so after
+that commit every retry replays it, whatever fails next (a lost commit acknowledgement, an error
+while answering, a process killed before the key is settled). The update only matches the
+request's own in-progress record, so a request that lost its key to a retry (see
+``ABANDONED_AFTER``) fails to record and its effect rolls back with it.
+
 The replay window runs on the engine's clock, not a sandbox client's shifted clock: it is about
 transport retries, not billing time.
 """
@@ -15,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from billing.domain.clock import Clock
 from billing.domain.errors import BillingError
@@ -38,6 +46,7 @@ class Claim:
     record_id: int
     client_id: str
     key: str
+    claimed_at: datetime  # with record_id, names this claim (SQLite reuses a deleted row's id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,15 +112,19 @@ async def claim(
         )
         if record_id is not None:
             await session.commit()
-            return Claim(record_id=record_id, client_id=client_id, key=key)
+            return Claim(record_id=record_id, client_id=client_id, key=key, claimed_at=now)
         existing = await store.get_record(session, client_id, key)
         if existing is None or existing.id is None:  # released or purged in between: claim again
             await session.commit()
             continue
-        expired = existing.expires_at <= now
-        abandoned = existing.status_code is None and existing.created_at <= now - ABANDONED_AFTER
-        if expired or abandoned:
+        if existing.expires_at <= now:
             await store.delete_record(session, existing.id)
+            await session.commit()
+            continue
+        if existing.status_code is None and existing.created_at <= now - ABANDONED_AFTER:
+            # Only while still in progress: the request may have just stored its answer along with
+            # its effect, and then the retry must replay it (the next round reads it back).
+            await store.release_record(session, existing.id, claimed_at=existing.created_at)
             await session.commit()
             continue
         await session.commit()
@@ -135,19 +148,56 @@ async def claim(
 async def finish(
     session: Session, claim: Claim, *, status_code: int, body: bytes, content_type: str | None
 ) -> None:
-    """Store the response for replay, or release the key when the request failed on our side (5xx)."""
+    """Store the response for replay, or release the key when the request failed on our side (5xx).
+
+    Both leave a record that already holds an answer (``record_response``) as it is.
+    """
     if status_code >= 500:
-        await store.release_record(session, claim.record_id)
+        await store.release_record(session, claim.record_id, claimed_at=claim.claimed_at)
     else:
         await store.complete_record(
-            session, claim.record_id, status_code=status_code, body=body, content_type=content_type
+            session,
+            claim.record_id,
+            claimed_at=claim.claimed_at,
+            status_code=status_code,
+            body=body,
+            content_type=content_type,
         )
     await session.commit()
 
 
+async def record_response(
+    session: Session, claim: Claim, *, status_code: int, body: bytes, content_type: str | None
+) -> None:
+    """Store the answer in the caller's transaction, the one that commits the request's effect.
+
+    Does not commit. Raises 7701 when this request no longer holds its key (a retry took over an
+    in-progress record it judged abandoned): the caller's transaction must roll back, so only one
+    of the two requests has an effect.
+    """
+    stored = await store.complete_record(
+        session,
+        claim.record_id,
+        claimed_at=claim.claimed_at,
+        status_code=status_code,
+        body=body,
+        content_type=content_type,
+    )
+    if not stored:
+        raise BillingError(
+            "IDEMPOTENCY_IN_PROGRESS",
+            message="A retry with this Idempotency-Key took over while this request was running; "
+            "this request had no effect.",
+            field="Idempotency-Key",
+        )
+
+
 async def release(session: Session, claim: Claim) -> None:
-    """Forget an in-progress claim (the request crashed): the merchant may retry with the same key."""
-    await store.release_record(session, claim.record_id)
+    """Forget an in-progress claim (the request crashed): the merchant may retry with the same key.
+
+    A record that already holds an answer stays: its effect is committed and must be replayed.
+    """
+    await store.release_record(session, claim.record_id, claimed_at=claim.claimed_at)
     await session.commit()
 
 

@@ -5,8 +5,9 @@ Each chunk goes through the same three steps as a renewal batch, reusing
 method then fallbacks, `unknown` reconciled by idempotency key, never a blind second charge):
 
 1. **Claim** a chunk of items with a lease (`billing.store.batches.claim_items`) and, in the
-   same transaction, write their `pending` charges under the key ``{batch}:{index}``. Items
-   whose subscription stopped being ``active`` since intake fail with 7050, uncharged. Commit.
+   same transaction, write their `pending` charges under the key ``{batch}:{index}``. Queued
+   items that cannot be charged fail there, uncharged and counted (`refusal_of`): subscription
+   no longer ``active`` since intake 7050, no subscription row 7041, no amount 7000. Commit.
 2. **Charge**: processor calls overlap, bounded by the worker's concurrency.
 3. **Record** each final outcome in the transaction that records the charge: the item's state,
    the batch totals, ``charge.*`` events, and ``batch.completed`` when the last item is final.
@@ -27,6 +28,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
+from billing.domain.errors import spec as error_spec
 from billing.processors.base import PaymentProcessor
 from billing.services.charging import ChargeRequest, ChargeResult, MethodChoice, open_charges
 from billing.services.ondemand import record_completion
@@ -84,6 +86,31 @@ def methods_for(
     ]
     usable.sort(key=lambda m: m.id != sub.default_payment_method_id)  # stable: default first
     return tuple(MethodChoice(m.id, m.processor, m.token) for m in usable)
+
+
+def refusal_of(item: ClaimedItem, sub: ItemSubscription | None) -> ItemResult | None:
+    """Why a queued item (never charged) cannot be charged now, as its final ``failed`` result.
+
+    Final, so the item is not claimed again every lease period, and counted in the batch's
+    ``failed`` total: no subscription row → 7041; no amount or currency → 7000; subscription no
+    longer ``active`` (cancelled, inactive or expired since intake) → 7050. Items with a pending
+    charge are never refused: they are resumed whatever the status now.
+    """
+
+    def failed(name: str, message: str) -> ItemResult:
+        code = error_spec(name).code
+        return ItemResult(id=item.id, state="failed", charge_id=None, error_code=code, error_message=message)
+
+    if sub is None:
+        return failed("SUBSCRIPTION_NOT_FOUND", f"Subscription {item.subscription_id} not found.")
+    if item.amount_minor is None or item.currency is None:
+        return failed("CHECK_PARAMETERS", "The item has no amount to charge.")
+    if sub.status != "active":
+        return failed(
+            "STATE_CONFLICT",
+            f"Subscription {item.subscription_id} is {sub.status}; only active subscriptions can be charged.",
+        )
+    return None
 
 
 class OnDemandPass:
@@ -175,22 +202,21 @@ class OnDemandPass:
         refused: list[ItemResult] = []
         for item in claimed:
             sub = subs.get(item.subscription_id or "")
-            if item.state == "queued" and (sub is None or sub.status != "active"):
-                # Never charged yet and no longer chargeable (cancelled, inactive or expired since
-                # intake). Items with a pending charge are resumed whatever the status now.
-                status = sub.status if sub is not None else "gone"
-                refused.append(
-                    ItemResult(
-                        id=item.id,
-                        state="failed",
-                        charge_id=None,
-                        error_code="7050",
-                        error_message=f"Subscription {item.subscription_id} is {status}; only active subscriptions can be charged.",
-                    )
-                )
-                continue
+            if item.state == "queued":
+                refusal = refusal_of(item, sub)
+                if refusal is not None:
+                    refused.append(refusal)
+                    continue
             if sub is None or item.amount_minor is None or item.currency is None:
-                log.error("on-demand item without its subscription", extra={"item": item.id})
+                # Only a pending or unknown item gets here. Its charge was opened from this
+                # subscription and this amount (subscriptions are never deleted, and a charge row's
+                # foreign key keeps them), so only a hand-edited database does this. Failing the
+                # item could hide money that moved, so it stays open and is logged until someone
+                # reconciles its charge.
+                log.error(
+                    "on-demand item with a charge but without its subscription or amount",
+                    extra={"item": item.id},
+                )
                 continue
             requests.append(
                 ChargeRequest(

@@ -63,23 +63,36 @@ async def delete_record(session: Session, record_id: int) -> bool:
 
 
 async def complete_record(
-    session: Session, record_id: int, *, status_code: int, body: bytes, content_type: str | None
+    session: Session,
+    record_id: int,
+    *,
+    claimed_at: datetime,
+    status_code: int,
+    body: bytes,
+    content_type: str | None,
 ) -> bool:
-    """Store the response of an in-progress record; False if it was no longer in progress."""
+    """Store the response of an in-progress record; False if it was no longer in progress.
+
+    ``claimed_at`` names the claim as well as the id: SQLite hands a deleted row's id to the
+    next insert, so a released or taken-over record's id may already belong to a newer claim.
+    """
     result = await session.exec(
         update(IdempotencyRecord)
         .where(col(IdempotencyRecord.id) == record_id)
+        .where(col(IdempotencyRecord.created_at) == claimed_at)
         .where(col(IdempotencyRecord.status_code).is_(None))
         .values(status_code=status_code, response_body=body, response_content_type=content_type)
     )
     return bool(result.rowcount == 1)
 
 
-async def release_record(session: Session, record_id: int) -> bool:
-    """Delete a record that is still in progress (its request failed with a 5xx or crashed)."""
+async def release_record(session: Session, record_id: int, *, claimed_at: datetime) -> bool:
+    """Delete a record that is still in progress (its request failed with a 5xx or crashed, or
+    it was abandoned); a record holding an answer is never deleted here."""
     result = await session.exec(
         delete(IdempotencyRecord)
         .where(col(IdempotencyRecord.id) == record_id)
+        .where(col(IdempotencyRecord.created_at) == claimed_at)
         .where(col(IdempotencyRecord.status_code).is_(None))
     )
     return bool(result.rowcount == 1)
