@@ -1,6 +1,5 @@
 """An app with probe routes under /v1, so auth and idempotency are tested before any resource route."""
 
-
 import json
 from typing import Any
 

@@ -13,8 +13,10 @@ def test_readme_has_exactly_two_setup_commands() -> None:
     blocks = re.findall(r"```sh\n(.*?)```", README, flags=re.S)
     assert len(blocks) == 2
     run, test = (block.strip() for block in blocks)
-    assert run.startswith("python3 -m venv .venv") and run.endswith("billing serve")
-    assert test.startswith("python3 -m venv .venv") and test.endswith(".venv/bin/pytest")
+    assert run.startswith("python3 -m venv .venv")
+    assert run.endswith("billing serve")
+    assert test.startswith("python3 -m venv .venv")
+    assert test.endswith(".venv/bin/pytest")
 
 
 def test_ci_runs_the_readme_test_command() -> None:
