@@ -18,7 +18,7 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from billing.services import enrolment_recovery
+from billing.services import charge_reconciliation, enrolment_recovery
 from billing.services.idempotency import purge_pass as purge_idempotency_records
 from billing.services.ondemand_drain import run_ondemand
 from billing.services.pass_control import stop_when
@@ -41,6 +41,7 @@ def registered_passes() -> list[tuple[str, Pass]]:
     passes.append(("renewals", run_renewals))
     passes.append(("ondemand", run_ondemand))
     passes.append(("enrolment-recovery", enrolment_recovery.run))
+    passes.append(("charge-reconciliation", charge_reconciliation.run))
     passes.append(("idempotency-purge", purge_idempotency_records))  # housekeeping, last
     return passes
 

@@ -112,7 +112,11 @@ def due_step(state: RenewalState, terms: Terms, now: datetime) -> Step | None:
     if episode is None:
         if is_beyond_term(k, terms.cycles):
             return Expire()
-        return ChargePeriod(k=k, period_start=due_at(terms.schedule, k), attempt=1, retry=False)
+        period_start = due_at(terms.schedule, k)
+        if period_start > now:
+            # Never charge a period before it starts, whatever made the row due early.
+            return None
+        return ChargePeriod(k=k, period_start=period_start, attempt=1, retry=False)
     if episode.next_attempt_at is not None and episode.next_attempt_at <= now:
         return ChargePeriod(
             k=k, period_start=due_at(terms.schedule, k), attempt=episode.attempts_made + 1, retry=True

@@ -6,10 +6,12 @@ Guarantees, in the order things happen:
    key, and committed before the processor hears of it. The key is unique, so a second
    row for the same charge cannot exist.
 2. **Resume, never repeat.** If a key is already taken (a crashed or slow worker got
-   there first), the stored row is resumed: a final row is reported as it is; a
-   `pending`/`unknown` row is reconciled with `processor.lookup(key)`, and only when the
-   processor never saw the key is the *same* key sent again (processors dedupe on it).
-   Nothing is ever charged blind.
+   there first), the rows stored under the key and its fallback keys decide, not today's
+   methods: a succeeded row is the answer; the highest `pending`/`unknown` row is
+   reconciled with `processor.lookup(key)` (with the amount and token it was written
+   with), and only when the processor never saw the key is the *same* key sent again
+   (processors dedupe on it). A processor answering "key reused with other parameters"
+   is `unknown`, never a decline. Nothing is ever charged blind.
 3. **Default method, then fallbacks.** Method i > 0 uses the key `f"{key}:m{i}"` and is
    only tried after method i-1 definitely failed. An `unknown` answer stops the chain
    until it is reconciled (it may have been a success).
@@ -45,7 +47,8 @@ from billing.store.charging import (
     ChargeOutcomeRow,
     NewCharge,
     StoredCharge,
-    charges_by_key,
+    charge_families,
+    fail_unsent_of_inactive_subscriptions,
     insert_pending,
     write_outcomes,
 )
@@ -187,6 +190,15 @@ class ChargeResult:
 
 
 ApplyResults = Callable[[Session, Sequence[ChargeResult]], Awaitable[None]]
+KeepAlive = Callable[[Session], Awaitable[None]]
+
+_SUCCEEDED = ("succeeded", "settled")
+_OPEN = ("pending", "unknown")
+# A processor saying "this key was used with other parameters" knows the key: whatever was
+# charged under it may have succeeded, so it is never a decline.
+_KEY_REUSED = BillingError("IDEMPOTENCY_KEY_REUSED").spec
+_STATE_CONFLICT = BillingError("STATE_CONFLICT").spec.code
+_INACTIVE_MESSAGE = "The subscription is no longer active."
 
 
 def expected_settlement_date(captured_at: datetime) -> date:
@@ -249,12 +261,17 @@ class ChargeRun:
         apply: ApplyResults,
         semaphore: asyncio.Semaphore | None = None,
         reconcile_rounds: int = 3,
+        keep_alive: KeepAlive | None = None,
     ) -> list[ChargeResult]:
         """Call the processors, record outcomes, try fallbacks, and hand final results to `apply`.
 
         `apply(session, results)` runs inside the transaction that records the final charge
         outcomes of `results`. A request whose outcome stays `unknown` after
         `reconcile_rounds` look-ups is final as `unknown` for this run.
+
+        Before each round of calls after the first, `keep_alive(session)` runs in its own
+        transaction (the renewal pass extends its leases there). Just before a renewal row is
+        first sent, it is failed with 7050 instead when its subscription is no longer active.
         """
         semaphore = semaphore or asyncio.Semaphore(64)
         ready = [c for c in self._cursors if c.final is not None]
@@ -262,7 +279,12 @@ class ChargeRun:
             async with transaction(sessions) as session:
                 await apply(session, [c.final for c in ready if c.final is not None])
         active = [c for c in self._cursors if c.final is None]
+        first_round = True
         while active:
+            active = await self._before_round(sessions, active, apply, None if first_round else keep_alive)
+            first_round = False
+            if not active:
+                break
             outcomes = await asyncio.gather(*(self._call(c, processors, semaphore) for c in active))
             rows: list[ChargeOutcomeRow] = []
             for cursor, outcome in zip(active, outcomes, strict=True):
@@ -278,6 +300,58 @@ class ChargeRun:
                     await apply(session, [c.final for c in finished if c.final is not None])
             active = [c for c in active if c.final is None]
         return [c.final for c in self._cursors if c.final is not None]
+
+    async def _before_round(
+        self,
+        sessions: SessionFactory,
+        active: list[_Cursor],
+        apply: ApplyResults,
+        keep_alive: KeepAlive | None,
+    ) -> list[_Cursor]:
+        """Fail first sends of renewals whose subscription was cancelled meanwhile; keep leases alive."""
+        unsent = [
+            c
+            for c in active
+            if c.mode == "charge" and c.charge_id is not None and c.request.kind == "renewal"
+        ]
+        if not unsent and keep_alive is None:
+            return active
+        async with transaction(sessions) as session:
+            if keep_alive is not None:
+                await keep_alive(session)
+            if not unsent:
+                return active
+            failed = await fail_unsent_of_inactive_subscriptions(
+                session,
+                [c.charge_id for c in unsent if c.charge_id is not None],
+                code=_STATE_CONFLICT,
+                message=_INACTIVE_MESSAGE,
+                at=self._now,
+            )
+            if not failed:
+                return active
+            finished: list[ChargeResult] = []
+            for cursor in unsent:
+                if cursor.charge_id not in failed:
+                    continue
+                record = ChargeRecord(
+                    charge_id=cursor.charge_id,
+                    idempotency_key=cursor.key,
+                    method_index=cursor.method_index,
+                    payment_method_id=cursor.method.payment_method_id,
+                    processor=cursor.method.processor,
+                    amount_minor=cursor.request.amount_minor,
+                    currency=cursor.request.currency,
+                    state="failed",
+                    decline_code=_STATE_CONFLICT,
+                    decline_message=_INACTIVE_MESSAGE,
+                )
+                cursor.records.append(record)
+                # No fallback either: nothing may be charged for a subscription that ended.
+                cursor.final = ChargeResult(cursor.request, "failed", record, cursor.records)
+                finished.append(cursor.final)
+            await apply(session, finished)
+        return [c for c in active if c.final is None]
 
     async def _call(
         self, cursor: _Cursor, processors: Mapping[str, PaymentProcessor], semaphore: asyncio.Semaphore
@@ -297,21 +371,23 @@ class ChargeRun:
                 if cursor.mode == "reconcile":
                     found = await processor.lookup(cursor.key)
                     if found is not None:
-                        return found
+                        return _never_key_reused(found)
                     if token is None:
                         return Outcome.unknown()
                     # The processor never saw this key: sending the same key again is safe.
-                return await processor.charge(
-                    token or "",
-                    amount,
-                    currency,
-                    idempotency_key=cursor.key,
-                    description=cursor.request.description,
+                return _never_key_reused(
+                    await processor.charge(
+                        token or "",
+                        amount,
+                        currency,
+                        idempotency_key=cursor.key,
+                        description=cursor.request.description,
+                    )
                 )
             except BillingError as exc:
-                if exc.spec.name == "PROCESSOR_ERROR":
+                if exc.spec.name in ("PROCESSOR_ERROR", _KEY_REUSED.name):
                     return Outcome.unknown()
-                # A refusal before any money could move (bad amount, reused key...).
+                # A refusal before any money could move (bad amount, card data...).
                 return Outcome(status="failed", decline_code=exc.spec.code, decline_message=exc.detail)
             except Exception:
                 log.exception("processor call failed", extra={"processor": slug, "key": cursor.key})
@@ -354,6 +430,13 @@ class ChargeRun:
         _advance(cursor, record, reconcile_rounds)
 
 
+def _never_key_reused(outcome: Outcome) -> Outcome:
+    """An answer "key reused with other parameters" is `unknown` (never a decline)."""
+    if outcome.status == "failed" and outcome.decline_code == _KEY_REUSED.code:
+        return Outcome.unknown()
+    return outcome
+
+
 def _advance(cursor: _Cursor, record: ChargeRecord, reconcile_rounds: int) -> None:
     """Move a cursor past a charge row whose state is now `record.state`."""
     if record.state == "succeeded":
@@ -377,7 +460,7 @@ def _advance(cursor: _Cursor, record: ChargeRecord, reconcile_rounds: int) -> No
 
 
 def _stored_record(stored: StoredCharge) -> ChargeRecord:
-    state: ChargeState = "succeeded" if stored.state in ("succeeded", "settled") else "failed"
+    state: ChargeState = "succeeded" if stored.state in _SUCCEEDED else "failed"
     return ChargeRecord(
         charge_id=stored.id,
         idempotency_key=stored.idempotency_key,
@@ -394,18 +477,70 @@ def _stored_record(stored: StoredCharge) -> ChargeRecord:
     )
 
 
+def _fail_without_method(cursor: _Cursor) -> None:
+    """No method left to try: failed with the last decline, or 7200 when nothing was tried."""
+    last = cursor.records[-1] if cursor.records else None
+    cursor.final = ChargeResult(cursor.request, "failed", last, cursor.records)
+
+
+async def _resume_families(session: Session, cursors: Sequence[_Cursor]) -> None:
+    """Position each cursor on what earlier runs already wrote under its key family.
+
+    The stored rows, not today's method list, say where a request stands: a succeeded row
+    is the answer; otherwise the highest `pending`/`unknown` row is reconciled (lookup, then
+    the same key) with the amount and token it was written with, whatever methods exist
+    now; when every row failed, the next method index is tried (if today's list has one).
+    """
+    families = await charge_families(session, sorted({c.request.key for c in cursors}))
+    for cursor in cursors:
+        rows = [r for r in families.get(cursor.request.key, []) if r.method_index >= cursor.method_index]
+        if not rows:
+            if cursor.method_index < len(cursor.request.methods):
+                # Taken by a row under another unique key (same subscription, period, attempt
+                # and method written with a different key format): nothing safe to do here.
+                cursor.final = ChargeResult(cursor.request, "unknown", None, cursor.records)
+                log.error("charge key conflict without a row", extra={"key": cursor.key})
+            continue
+        resume = next((r for r in rows if r.state in _SUCCEEDED), None)
+        if resume is None:
+            resume = next((r for r in reversed(rows) if r.state in _OPEN), None)
+        for row in rows:
+            if row.state not in _SUCCEEDED + _OPEN and (
+                resume is None or row.method_index < resume.method_index
+            ):
+                cursor.records.append(_stored_record(row))
+        if resume is None:
+            cursor.method_index = rows[-1].method_index + 1
+            cursor.mode, cursor.stored, cursor.charge_id = "charge", None, None
+            continue
+        cursor.method_index = resume.method_index
+        cursor.charge_id = resume.id
+        cursor.stored = resume
+        if resume.state in _OPEN:
+            cursor.mode = "reconcile"
+        else:
+            _advance(cursor, _stored_record(resume), reconcile_rounds=0)
+
+
 async def _open(session: Session, cursors: Sequence[_Cursor], now: datetime) -> None:
     """Write pending rows for cursors in "charge" mode; resume from rows whose key is taken.
 
-    Loops because a resumed row that already failed moves its cursor to the next method,
-    whose key may be taken too.
+    Loops because a resumed family whose rows all failed moves its cursor to the next
+    method, whose key may be taken too (by a concurrent run).
     """
     todo = [c for c in cursors if c.final is None and c.mode == "charge"]
+    # No method today does not mean nothing was charged: an earlier run's rows come first.
+    bare = [c for c in todo if c.method_index == 0 and not c.request.methods]
+    if bare:
+        await _resume_families(session, bare)
     while todo:
-        no_method = [c for c in todo if c.method_index >= len(c.request.methods)]
-        for cursor in no_method:
-            cursor.final = ChargeResult(cursor.request, "failed", None, cursor.records)
+        todo = [c for c in todo if c.final is None and c.mode == "charge"]
+        for cursor in todo:
+            if cursor.method_index >= len(cursor.request.methods):
+                _fail_without_method(cursor)
         todo = [c for c in todo if c.final is None]
+        if not todo:
+            return
         new = {
             c.key: NewCharge(
                 id=new_id("charge"),
@@ -435,25 +570,9 @@ async def _open(session: Session, cursors: Sequence[_Cursor], now: datetime) -> 
                 cursor.charge_id = new[cursor.key].id
         if not taken:
             return
-        stored = await charges_by_key(session, [c.key for c in taken])
-        retry: list[_Cursor] = []
-        for cursor in taken:
-            row = stored.get(cursor.key)
-            if row is None:
-                # Taken by a row under another unique key (same subscription, period, attempt and
-                # method written with a different key format): nothing safe to do but stop here.
-                cursor.final = ChargeResult(cursor.request, "unknown", None, cursor.records)
-                log.error("charge key conflict without a row", extra={"key": cursor.key})
-                continue
-            cursor.charge_id = row.id
-            if row.state in ("pending", "unknown"):
-                cursor.mode = "reconcile"
-                cursor.stored = row
-                continue
-            _advance(cursor, _stored_record(row), reconcile_rounds=0)
-            if cursor.final is None:
-                retry.append(cursor)
-        todo = retry
+        # A new key for method 0 means no earlier run: only taken keys need the family read.
+        await _resume_families(session, taken)
+        todo = taken
 
 
 async def open_charges(session: Session, requests: Sequence[ChargeRequest], *, now: datetime) -> ChargeRun:

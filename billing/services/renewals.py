@@ -11,7 +11,11 @@ One pass drains what is due, batch by batch, in a few concurrent lanes:
 3. **Record** each final outcome with its consequence in one transaction: the charge row,
    the subscription's new state (`billing.domain.renewal`), the events, the lease released.
    A worker that lost its lease (it stalled past `lease_seconds`) writes nothing for that
-   subscription; the worker that took over resumes the same charge rows.
+   subscription; the worker that took over resumes the same charge rows. Leases are
+   extended between charge rounds, and a cancel leaves the lease alone, so the worker
+   whose charge is in flight records it (with its `charge.*` event) on the cancelled row.
+   Open charges left on subscriptions that are no longer active are settled by
+   `billing.services.charge_reconciliation`.
 
 "Due" uses the client's now (real time plus the sandbox clock offset); a pass handles the
 clients whose clock runs ahead first, each with its own now. Leases use real time.
@@ -27,7 +31,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from billing.domain.calendar import Schedule, term_cycles
+from billing.domain.calendar import Schedule, due_at, term_cycles
 from billing.domain.errors import BillingError
 from billing.domain.grace import Episode, GracePolicy
 from billing.domain.renewal import (
@@ -45,7 +49,7 @@ from billing.domain.renewal import (
     renewed,
 )
 from billing.processors.base import PaymentProcessor
-from billing.services.charging import ChargeRequest, ChargeResult, MethodChoice, open_charges
+from billing.services.charging import ChargeRequest, ChargeResult, KeepAlive, MethodChoice, open_charges
 from billing.services.grace_policies import policy_for_plan
 from billing.services.pass_control import stop_requested
 from billing.services.runtime import Runtime
@@ -107,6 +111,8 @@ class _Item:
     terms: Terms | None = None
     step: ChargePeriod | Expire | CheckDeadline | None = None
     request: ChargeRequest | None = None
+    # The row could not be processed (bad plan data): parked with an error.
+    broken: bool = False
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
@@ -178,6 +184,11 @@ def methods_to_try(
 def renewal_key(subscription_id: str, period_start: datetime, attempt: int) -> str:
     """The idempotency key of a renewal charge (method 0; fallbacks add `:m{i}`)."""
     return f"{subscription_id}:{period_start.isoformat()}:{attempt}"
+
+
+def renewal_description(subscription_id: str, period_index: int) -> str:
+    """The processor description of a renewal charge (a pure function of its key)."""
+    return f"Subscription {subscription_id}: period {period_index}"
 
 
 def _update_of(sub_id: str, state: RenewalState, updated_at: datetime) -> SubscriptionUpdate:
@@ -340,10 +351,32 @@ class RenewalPass:
             async def apply(session: Session, results: Sequence[ChargeResult]) -> None:
                 await self._apply_results(session, results, by_key)
 
-            await run.settle(runtime.sessions, runtime.processors, apply=apply, semaphore=self.semaphore)
+            await run.settle(
+                runtime.sessions,
+                runtime.processors,
+                apply=apply,
+                semaphore=self.semaphore,
+                keep_alive=self._lease_keeper([sub.id for sub in claimed], real_now),
+            )
         if self.progress is not None:
             self.progress(len(claimed))
         return len(claimed)
+
+    def _lease_keeper(self, subscription_ids: list[str], claimed_at: datetime) -> KeepAlive:
+        """Extend this batch's leases between settle rounds once a third of the lease has passed,
+        so no other worker takes over rows whose charges are still being worked on."""
+        renewed_at = claimed_at
+        lease = timedelta(seconds=self.lease_seconds)
+
+        async def keep_alive(session: Session) -> None:
+            nonlocal renewed_at
+            real_now = self.runtime.clock.now()
+            if real_now - renewed_at < lease / 3:
+                return
+            await claims.extend_leases(session, subscription_ids, self.identity, until=real_now + lease)
+            renewed_at = real_now
+
+        return keep_alive
 
     async def _prepare(
         self,
@@ -373,6 +406,7 @@ class RenewalPass:
             except (BillingError, ValueError) as exc:
                 log.error("cannot renew subscription", extra={"subscription": sub.id, "error": str(exc)})
                 item.step = None
+                item.broken = True
                 continue
             if isinstance(item.step, ChargePeriod):
                 assert plan is not None
@@ -390,7 +424,9 @@ class RenewalPass:
                     period_start=step.period_start,
                     period_index=step.k,
                     attempt=step.attempt,
-                    description=f"{plan.name}: period {step.k}",
+                    # What the key identifies, nothing a merchant can edit: a resend under the
+                    # same key must carry the same parameters.
+                    description=renewal_description(sub.id, step.k),
                     at=at,
                 )
         return items
@@ -403,16 +439,22 @@ class RenewalPass:
             return
         transitions: dict[str, tuple[_Item, Transition]] = {}
         parked: dict[str, datetime | None] = {}
+        not_yet: dict[str, datetime | None] = {}
         for item in items:
             if isinstance(item.step, Expire):
                 transitions[item.sub.id] = (item, expired(item.state, item.now))
             elif isinstance(item.step, CheckDeadline):
                 transitions[item.sub.id] = (item, grace_deadline_reached(item.state, item.now))
-            else:
+            elif item.broken or item.terms is None:
                 parked[item.sub.id] = item.now + PARK_AFTER_ERROR
+            else:
+                # Made due before its next period starts: look again when that period starts.
+                not_yet[item.sub.id] = due_at(item.terms.schedule, item.state.period_index + 1)
         if parked:
             self.summary.parked += len(parked)
             await release_with_next_attempt(session, parked)
+        if not_yet:
+            await release_with_next_attempt(session, not_yet)
         if not transitions:
             return
         counts = {sub_id: len(t.events) for sub_id, (_, t) in transitions.items()}

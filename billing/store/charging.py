@@ -20,10 +20,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from billing.store.bulk import Column, insert_rows, is_postgres, json_text, update_rows
 from billing.store.engine import Session
-from billing.store.models import Charge, PaymentMethod
+from billing.store.models import Charge, PaymentMethod, Subscription
 
 _CHARGE = Charge.metadata.tables["charge"]
 _METHOD = PaymentMethod.metadata.tables["payment_method"]
+_SUB = Subscription.metadata.tables["subscription"]
 _OPEN = ("pending", "unknown")
 _CHUNK = 1000
 
@@ -195,35 +196,80 @@ async def _insert_pending_postgres(session: Session, charges: Sequence[NewCharge
     return {row[0] for row in inserted}
 
 
-async def charges_by_key(session: Session, keys: Sequence[str]) -> dict[str, StoredCharge]:
-    """The stored charges under these idempotency keys, with the token of the method they used."""
-    found: dict[str, StoredCharge] = {}
+async def charge_families(session: Session, keys: Sequence[str]) -> dict[str, list[StoredCharge]]:
+    """Every stored charge of each request: the row under `key` and its fallbacks `key:m{i}`.
+
+    Rows come ordered by method index. Used only when a request's key is already taken (or it
+    has no method today), so the prefix scans stay off the common path.
+    """
+    found: dict[str, list[StoredCharge]] = {key: [] for key in keys}
     conn = await session.connection()
-    for start in range(0, len(keys), _CHUNK):
-        chunk = list(keys[start : start + _CHUNK])
+    for key in keys:
         rows = await conn.execute(
-            select(
-                _CHARGE.c.id,
-                _CHARGE.c.idempotency_key,
-                _CHARGE.c.state,
-                _CHARGE.c.amount_minor,
-                _CHARGE.c.currency,
-                _CHARGE.c.payment_method_id,
-                _CHARGE.c.processor,
-                _METHOD.c.token,
-                _CHARGE.c.method_index,
-                _CHARGE.c.decline_code,
-                _CHARGE.c.decline_message,
-                _CHARGE.c.hard_decline,
-                _CHARGE.c.processor_reference,
+            _stored_select().where(
+                or_(
+                    _CHARGE.c.idempotency_key == key,
+                    _CHARGE.c.idempotency_key.startswith(f"{key}:m", autoescape=True),
+                )
             )
-            .select_from(_CHARGE.outerjoin(_METHOD, _METHOD.c.id == _CHARGE.c.payment_method_id))
-            .where(_CHARGE.c.idempotency_key.in_(chunk))
         )
         for row in rows.all():
             stored = StoredCharge(**row._asdict())
-            found[stored.idempotency_key] = stored
+            suffix = stored.idempotency_key[len(key) :]
+            # Keep only `key` itself and `key:m<digits>` (not a longer key sharing the prefix).
+            if suffix == "" or (suffix.startswith(":m") and suffix[2:].isdigit()):
+                found[key].append(stored)
+        found[key].sort(key=lambda stored: stored.method_index)
     return found
+
+
+def _stored_select() -> Any:
+    return select(
+        _CHARGE.c.id,
+        _CHARGE.c.idempotency_key,
+        _CHARGE.c.state,
+        _CHARGE.c.amount_minor,
+        _CHARGE.c.currency,
+        _CHARGE.c.payment_method_id,
+        _CHARGE.c.processor,
+        _METHOD.c.token,
+        _CHARGE.c.method_index,
+        _CHARGE.c.decline_code,
+        _CHARGE.c.decline_message,
+        _CHARGE.c.hard_decline,
+        _CHARGE.c.processor_reference,
+    ).select_from(_CHARGE.outerjoin(_METHOD, _METHOD.c.id == _CHARGE.c.payment_method_id))
+
+
+async def fail_unsent_of_inactive_subscriptions(
+    session: Session, charge_ids: Sequence[str], *, code: str, message: str, at: datetime
+) -> set[str]:
+    """Fail the still-`pending` renewal rows among `charge_ids` whose subscription is no longer
+    `active` (cancelled after the row was written); returns the ids failed.
+
+    One UPDATE per chunk, run just before the first processor call: a cancel that committed
+    after the pending row was written is then seen before any money moves.
+    """
+    failed: set[str] = set()
+    conn = await session.connection()
+    for start in range(0, len(charge_ids), _CHUNK):
+        chunk = list(charge_ids[start : start + _CHUNK])
+        inactive = select(_SUB.c.id).where(_SUB.c.id == _CHARGE.c.subscription_id, _SUB.c.status != "active")
+        result = await conn.execute(
+            update(_CHARGE)
+            .where(
+                _CHARGE.c.id.in_(chunk),
+                _CHARGE.c.state == "pending",
+                _CHARGE.c.kind == "renewal",
+                inactive.exists(),
+            )
+            .values(
+                state="failed", decline_code=code, decline_message=message, hard_decline=False, updated_at=at
+            )
+            .returning(_CHARGE.c.id)
+        )
+        failed.update(result.scalars().all())
+    return failed
 
 
 _WRITE_OUTCOME = (

@@ -139,6 +139,21 @@ async def release_leases(session: Session, subscription_ids: Sequence[str], owne
     return int(result.rowcount)
 
 
+async def extend_leases(
+    session: Session, subscription_ids: Sequence[str], owner: str, *, until: datetime
+) -> int:
+    """Push out leases `owner` still holds to `until` (rows it released or lost are left alone)."""
+    if not subscription_ids:
+        return 0
+    conn = await session.connection()
+    result = await conn.execute(
+        update(_SUB)
+        .where(_SUB.c.id.in_(list(subscription_ids)), _SUB.c.lease_owner == owner)
+        .values(lease_until=until)
+    )
+    return int(result.rowcount)
+
+
 async def clients_with_clock_offset(session: Session) -> dict[str, int]:
     """Sandbox clients whose clock runs ahead of real time, with their offsets in seconds."""
     conn = await session.connection()

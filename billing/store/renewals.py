@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, select, text, update
+from sqlalchemy import bindparam, case, or_, select, text, update
 
 from billing.store.bulk import Column, array_literal, is_postgres, json_text, update_rows
 from billing.store.engine import Session
-from billing.store.models import PaymentMethod, Plan, Subscription
+from billing.store.models import Charge, PaymentMethod, Plan, Subscription
 
 _SUB = Subscription.metadata.tables["subscription"]
 _PLAN = Plan.metadata.tables["plan"]
@@ -347,3 +347,79 @@ async def subscription_renewal_row(session: Session, subscription_id: str) -> di
     conn = await session.connection()
     row = (await conn.execute(select(_SUB).where(_SUB.c.id == subscription_id))).mappings().first()
     return dict(row) if row is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanedCharge:
+    """An open renewal charge of a subscription the renewal pass no longer claims."""
+
+    id: str
+    idempotency_key: str
+    method_index: int
+    client_id: str
+    subscription_id: str
+    amount_minor: int
+    currency: str
+    period_start: datetime | None
+    period_index: int | None
+    attempt: int
+
+
+_CHARGE = Charge.metadata.tables["charge"]
+
+
+async def claim_orphaned_renewal_charges(
+    session: Session,
+    *,
+    owner: str,
+    real_now: datetime,
+    lease_seconds: float,
+    older_than: datetime,
+    limit: int,
+) -> list[OrphanedCharge]:
+    """Lease the subscriptions (no longer `active`) holding `pending`/`unknown` renewal charges
+    last touched before `older_than`, and return those charges.
+
+    A subscription leased by a live worker is skipped: that worker records its charge itself.
+    """
+    lease_free = or_(_SUB.c.lease_until.is_(None), _SUB.c.lease_until < real_now)
+    conn = await session.connection()
+    rows = (
+        await conn.execute(
+            select(
+                _CHARGE.c.id,
+                _CHARGE.c.idempotency_key,
+                _CHARGE.c.method_index,
+                _CHARGE.c.client_id,
+                _CHARGE.c.subscription_id,
+                _CHARGE.c.amount_minor,
+                _CHARGE.c.currency,
+                _CHARGE.c.period_start,
+                _CHARGE.c.period_index,
+                _CHARGE.c.attempt,
+            )
+            .select_from(_CHARGE.join(_SUB, _SUB.c.id == _CHARGE.c.subscription_id))
+            .where(
+                _CHARGE.c.kind == "renewal",
+                or_(_CHARGE.c.state == "pending", _CHARGE.c.state == "unknown"),
+                _CHARGE.c.updated_at < older_than,
+                _SUB.c.status != "active",
+                lease_free,
+            )
+            .order_by(_CHARGE.c.updated_at)
+            .limit(limit)
+        )
+    ).all()
+    charges = [OrphanedCharge(**row._asdict()) for row in rows]
+    if not charges:
+        return []
+    claimed = await conn.execute(
+        update(_SUB)
+        .where(
+            _SUB.c.id.in_(sorted({c.subscription_id for c in charges})), _SUB.c.status != "active", lease_free
+        )
+        .values(lease_owner=owner, lease_until=real_now + timedelta(seconds=lease_seconds))
+        .returning(_SUB.c.id)
+    )
+    ours = set(claimed.scalars().all())
+    return [c for c in charges if c.subscription_id in ours]

@@ -12,6 +12,7 @@ import pytest
 
 from billing.processors.sandbox import SandboxProcessor
 from billing.services.runtime import Runtime, build_runtime
+from tests.renewals.test_crashes_and_races import spied  # noqa: F401  (the spying runtime, for every module)
 
 ROOT = Path(__file__).resolve().parents[2]
 
