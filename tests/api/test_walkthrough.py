@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.live_engine import running_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "api.md"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _sh_blocks(markdown: str) -> list[str]:
@@ -32,42 +22,8 @@ def _sh_blocks(markdown: str) -> list[str]:
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """`billing serve` on a free port with a fresh SQLite file; yields its URL and the environment."""
-    port = _free_port()
-    env = {
-        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "HOME": str(tmp_path),
-        "BILLING_CONFIG": str(ROOT / "config" / "billing.toml"),
-        "BILLING_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path / 'walkthrough.db'}",
-        "BILLING_DATA_DIR": str(tmp_path),
-        "BILLING_LOG_LEVEL": "WARNING",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "billing.cli", "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise RuntimeError(f"billing serve exited:\n{server.stderr.read() if server.stderr else ''}")
-            try:
-                httpx.get(f"{base}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        yield base, env
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    with running_engine(tmp_path) as running:
+        yield running
 
 
 def test_the_walkthrough_runs_as_written(engine: tuple[str, dict[str, str]], tmp_path: Path) -> None:
@@ -95,6 +51,6 @@ def test_the_walkthrough_runs_as_written(engine: tuple[str, dict[str, str]], tmp
     )
     assert lines[2] == "first charge: enrolment succeeded 29.9"
     assert re.fullmatch(r"subscription sub_\w+ is now cancelled", lines[3])
-    stored = b"".join(path.read_bytes() for path in tmp_path.glob("walkthrough.db*"))
+    stored = b"".join(path.read_bytes() for path in tmp_path.glob("billing.db*"))
     assert stored
     assert b"4242424242424242" not in stored

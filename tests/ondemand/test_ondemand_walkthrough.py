@@ -2,70 +2,28 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.live_engine import running_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "ondemand.md"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """`billing serve` (API and worker) on a free port with a fresh SQLite file."""
-    port = _free_port()
-    env = {
-        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "HOME": str(tmp_path),
-        "BILLING_CONFIG": str(ROOT / "config" / "billing.toml"),
-        "BILLING_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path / 'ondemand.db'}",
-        "BILLING_DATA_DIR": str(tmp_path),
-        "BILLING_LOG_LEVEL": "WARNING",
+    with running_engine(
+        tmp_path,
         # The worker wakes often, so the walkthrough's polling loops finish in a second or two.
-        "BILLING_WORKER__INTERVAL_SECONDS": "0.5",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "billing.cli", "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise RuntimeError(f"billing serve exited:\n{server.stderr.read() if server.stderr else ''}")
-            try:
-                httpx.get(f"{base}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        yield base, env
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        BILLING_WORKER__INTERVAL_SECONDS="0.5",
+    ) as running:
+        yield running
 
 
 def test_the_ondemand_walkthrough_runs_as_written(engine: tuple[str, dict[str, str]], tmp_path: Path) -> None:

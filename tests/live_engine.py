@@ -1,0 +1,69 @@
+"""A real `billing serve` subprocess on a free loopback port, for tests that run documented commands."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_engine(workdir: Path, **settings: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """Serve on a fresh SQLite file in ``workdir``; yield the base URL and the environment it runs with.
+
+    ``settings`` are extra environment variables (``BILLING_...``) for the server and for the
+    commands a test runs against it.
+    """
+    port = free_port()
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "HOME": str(workdir),
+        "BILLING_CONFIG": str(ROOT / "config" / "billing.toml"),
+        "BILLING_DATABASE__URL": f"sqlite+aiosqlite:///{workdir / 'billing.db'}",
+        "BILLING_DATA_DIR": str(workdir),
+        "BILLING_LOG_LEVEL": "WARNING",
+        **settings,
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "billing.cli", "serve", "--port", str(port)],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise RuntimeError(f"billing serve exited:\n{server.stderr.read() if server.stderr else ''}")
+            try:
+                httpx.get(f"{base}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        yield base, env
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
