@@ -54,6 +54,7 @@ from billing.store.charging import (
 )
 from billing.store.engine import Session, SessionFactory, transaction
 from billing.store.ids import new_id
+from billing.store.renewals import CardholderMethod
 
 log = logging.getLogger("billing.charging")
 
@@ -71,6 +72,25 @@ class MethodChoice:
     payment_method_id: str
     processor: str
     token: str
+
+
+def methods_in_order(
+    default_payment_method_id: str | None,
+    allowed_processors: Sequence[str],
+    cardholder_methods: Sequence[CardholderMethod],
+    processors: Mapping[str, PaymentProcessor],
+) -> tuple[MethodChoice, ...]:
+    """The subscription's default method first, then the cardholder's other active methods.
+
+    One rule for every kind of charge: only processors this process runs and, when the plan
+    lists any, that the plan allows; the cardholder's order is kept among the fallbacks.
+    """
+    allowed = set(allowed_processors)
+    usable = [
+        m for m in cardholder_methods if m.processor in processors and (not allowed or m.processor in allowed)
+    ]
+    usable.sort(key=lambda m: m.id != default_payment_method_id)  # stable: default first
+    return tuple(MethodChoice(m.id, m.processor, m.token) for m in usable)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,14 +23,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
 from billing.domain.errors import spec as error_spec
-from billing.processors.base import PaymentProcessor
-from billing.services.charging import ChargeRequest, ChargeResult, MethodChoice, open_charges
+from billing.services.charging import (
+    ChargeRequest,
+    ChargeResult,
+    methods_in_order,
+    open_charges,
+)
 from billing.services.ondemand import record_completion
 from billing.services.pass_control import stop_requested
 from billing.services.runtime import Runtime
@@ -39,7 +43,7 @@ from billing.store import claims
 from billing.store.batches import ClaimedItem, CompletedBatch, ItemResult, ItemSubscription
 from billing.store.engine import Session, transaction
 from billing.store.events import NewEvent, insert_events, reserve_sequences
-from billing.store.renewals import CardholderMethod, PlanTerms, methods_of_cardholders, plans_by_id
+from billing.store.renewals import methods_of_cardholders, plans_by_id
 
 log = logging.getLogger("billing.ondemand")
 
@@ -68,24 +72,6 @@ class OnDemandSummary:
 def item_key(batch_id: str, index: int) -> str:
     """The idempotency key of an on-demand item's charge (fallback methods add ``:m{i}``)."""
     return f"{batch_id}:{index}"
-
-
-def methods_for(
-    sub: ItemSubscription,
-    plan: PlanTerms | None,
-    cardholder_methods: Sequence[CardholderMethod],
-    processors: Mapping[str, PaymentProcessor],
-) -> tuple[MethodChoice, ...]:
-    """The subscription's default method first, then the cardholder's other active methods.
-
-    The same order renewals use: only processors this process runs and the plan allows.
-    """
-    allowed = set(plan.methods) if plan is not None else set()
-    usable = [
-        m for m in cardholder_methods if m.processor in processors and (not allowed or m.processor in allowed)
-    ]
-    usable.sort(key=lambda m: m.id != sub.default_payment_method_id)  # stable: default first
-    return tuple(MethodChoice(m.id, m.processor, m.token) for m in usable)
 
 
 def refusal_of(item: ClaimedItem, sub: ItemSubscription | None) -> ItemResult | None:
@@ -225,9 +211,9 @@ class OnDemandPass:
                     kind="on_demand",
                     amount_minor=item.amount_minor,
                     currency=item.currency,
-                    methods=methods_for(
-                        sub,
-                        plans.get(sub.plan_id),
+                    methods=methods_in_order(
+                        sub.default_payment_method_id,
+                        plan.methods if (plan := plans.get(sub.plan_id)) is not None else (),
                         cardholders.get((sub.client_id, sub.user_id), []),
                         self.runtime.processors,
                     ),

@@ -48,8 +48,13 @@ from billing.domain.renewal import (
     renewal_failed,
     renewed,
 )
-from billing.processors.base import PaymentProcessor
-from billing.services.charging import ChargeRequest, ChargeResult, KeepAlive, MethodChoice, open_charges
+from billing.services.charging import (
+    ChargeRequest,
+    ChargeResult,
+    KeepAlive,
+    methods_in_order,
+    open_charges,
+)
 from billing.services.grace_policies import policy_for_plan
 from billing.services.pass_control import stop_requested
 from billing.services.runtime import Runtime
@@ -58,7 +63,6 @@ from billing.store.claims import ClaimedSubscription
 from billing.store.engine import Session, transaction
 from billing.store.events import NewEvent, insert_events
 from billing.store.renewals import (
-    CardholderMethod,
     PlanTerms,
     SubscriptionUpdate,
     lock_for_outcome,
@@ -161,24 +165,6 @@ def terms_of(plan: PlanTerms, sub: ClaimedSubscription, policy: GracePolicy) -> 
         cycles=term_cycles(plan.cycles, plan.auto_renewal),
         policy=policy,
     )
-
-
-def methods_to_try(
-    sub: ClaimedSubscription,
-    plan: PlanTerms,
-    cardholder_methods: Sequence[CardholderMethod],
-    processors: Mapping[str, PaymentProcessor],
-) -> tuple[MethodChoice, ...]:
-    """The subscription's default method first, then the cardholder's other active methods.
-
-    Only processors this process has configured, and (when the plan lists them) the plan allows.
-    """
-    allowed = set(plan.methods)
-    usable = [
-        m for m in cardholder_methods if m.processor in processors and (not allowed or m.processor in allowed)
-    ]
-    usable.sort(key=lambda m: m.id != sub.default_payment_method_id)  # stable: default first
-    return tuple(MethodChoice(m.id, m.processor, m.token) for m in usable)
 
 
 def renewal_key(subscription_id: str, period_start: datetime, attempt: int) -> str:
@@ -417,8 +403,11 @@ class RenewalPass:
                     kind="renewal",
                     amount_minor=plan.amount_minor,
                     currency=plan.currency,
-                    methods=methods_to_try(
-                        sub, plan, cardholders.get((sub.client_id, sub.user_id), []), self.runtime.processors
+                    methods=methods_in_order(
+                        sub.default_payment_method_id,
+                        plan.methods,
+                        cardholders.get((sub.client_id, sub.user_id), []),
+                        self.runtime.processors,
                     ),
                     subscription_id=sub.id,
                     period_start=step.period_start,
