@@ -16,6 +16,7 @@ from billing.services.runtime import Runtime
 
 SIGNED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _STATE_KEY = "merchant"
+_SIGNATURE_KEY = "signature_to_consume"
 
 
 # Merchant routes outside /v1 (Migo's Payment Link surface): authenticated and signed like /v1.
@@ -29,11 +30,18 @@ def _needs_auth(path: str) -> bool:
 
 
 async def authenticate_request(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard: resolve the merchant from the token and check the request signature on writes."""
+    """Guard: resolve the merchant from the token and check the request signature on writes.
+
+    A verified signature is used up here, in its own committed transaction, before the handler runs,
+    so a replay is refused on every API process. The one exception is a POST carrying an
+    Idempotency-Key: the key's rule comes first (a retry of a finished request gets the stored
+    answer), so ``claim_idempotency_key`` uses the signature up once the request is known to run.
+    """
     if not _needs_auth(connection.url.path):
         return
     runtime: Runtime = connection.app.state.runtime
     secret = runtime.settings.jwt_secret()
+    state = connection.scope.setdefault("state", {})
     async with runtime.sessions() as session:
         merchant = await auth.authenticate(
             session, runtime.clock, secret, connection.headers.get("authorization")
@@ -43,16 +51,43 @@ async def authenticate_request(connection: ASGIConnection[Any, Any, Any, Any], _
             if not isinstance(connection, Request):  # pragma: no cover - HTTP routes always get a Request
                 raise BillingError("INVALID_SIGNATURE")
             body = await connection.body()  # cached: the handler still reads the same bytes
-            await auth.verify_request_signature(
+            idempotency_key = connection.headers.get("idempotency-key")
+            accepted = await auth.verify_request_signature(
                 session,
                 runtime.clock,
                 runtime.settings.auth,
                 merchant,
-                timestamp=connection.headers.get("x-timestamp"),
-                signature=connection.headers.get("x-signature"),
-                body=body,
+                auth.SignedRequest(
+                    method=method,
+                    target=request_target(connection.scope),
+                    idempotency_key=idempotency_key,
+                    body=body,
+                    timestamp=connection.headers.get("x-timestamp"),
+                    signature=connection.headers.get("x-signature"),
+                    version=connection.headers.get("x-signature-version"),
+                ),
             )
-    connection.scope.setdefault("state", {})[_STATE_KEY] = merchant
+            if method == "POST" and idempotency_key is not None:
+                state[_SIGNATURE_KEY] = accepted
+            else:
+                await auth.consume_signature(session, merchant.id, accepted)
+                await session.commit()
+    state[_STATE_KEY] = merchant
+
+
+def request_target(scope: Scope) -> str:
+    """The path as the client sent it, plus ``?`` and the raw query string when there is one."""
+    # Some servers put the query string in raw_path too; the query comes from query_string only.
+    raw_path = (scope.get("raw_path") or scope["path"].encode()).split(b"?", 1)[0]
+    target = raw_path.decode("utf-8", "replace")
+    query = scope.get("query_string") or b""
+    return f"{target}?{query.decode('utf-8', 'replace')}" if query else target
+
+
+def pending_signature(scope: Scope) -> auth.AcceptedSignature | None:
+    """A verified signature this request still has to use up (a POST with an Idempotency-Key)."""
+    value = scope.get("state", {}).get(_SIGNATURE_KEY)
+    return value if isinstance(value, auth.AcceptedSignature) else None
 
 
 def merchant_of(scope: Scope) -> AuthenticatedClient | None:

@@ -28,8 +28,8 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import merchant_of
-from billing.services import idempotency
+from api.auth import merchant_of, pending_signature
+from billing.services import auth, idempotency
 from billing.services.idempotency import Claim, StoredResponse
 from billing.services.runtime import Runtime
 
@@ -78,8 +78,19 @@ async def claim_idempotency_key(connection: ASGIConnection[Any, Any, Any, Any], 
             path=connection.scope["path"],
             fingerprint=fingerprint,
         )
-    if isinstance(outcome, StoredResponse):
-        raise IdempotentReplay(outcome)
+        if isinstance(outcome, StoredResponse):
+            raise IdempotentReplay(outcome)
+        signature = pending_signature(connection.scope)
+        if signature is not None:
+            # The request will run: its signature is used up now, or it is a replay of a request
+            # whose key was released (a 5xx) and the claim is given back.
+            try:
+                await auth.consume_signature(session, merchant.id, signature)
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                await idempotency.release(session, outcome)
+                raise
     connection.scope.setdefault("state", {})[_STATE_KEY] = _ClaimInFlight(outcome, runtime)
 
 

@@ -191,7 +191,7 @@ def time_intake(
     import httpx
     import msgspec
 
-    from billing.services.auth import sign
+    from billing.services.auth import canonical_request, sign
 
     encoder = msgspec.json.Encoder(decimal_format="number")
     timings: list[float] = []
@@ -222,7 +222,18 @@ def time_intake(
                 "Authorization": f"Bearer {token}",
                 "Content-Type": "application/json",
                 "X-Timestamp": ts,
-                "X-Signature": sign(private_key_pem, ts.encode() + b"." + body),
+                "X-Signature-Version": "2",
+                "X-Signature": sign(
+                    private_key_pem,
+                    canonical_request(
+                        "v2",
+                        timestamp=ts,
+                        method="POST",
+                        target="/v1/subscriptions/charges",
+                        idempotency_key=None,
+                        body=body,
+                    ),
+                ),
             }
             started = time.perf_counter()
             response = http.post("/v1/subscriptions/charges", content=body, headers=headers)

@@ -177,8 +177,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 class Merchant:
     """A merchant's API client for tests: logged in, signing the exact bytes it sends.
 
-    ``await merchant.post("/v1/plans", json={...})`` serialises the body once, signs
-    ``"{timestamp}." + body`` with the merchant's Ed25519 key and sends those bytes.
+    ``await merchant.post("/v1/plans", json={...})`` serialises the body once, signs the canonical
+    v2 request (timestamp, method, path with query, Idempotency-Key, body) with the merchant's
+    Ed25519 key and sends those bytes. Headers given by the test win over the computed ones.
     """
 
     def __init__(self, http: Any, runtime: Any, client_id: str, private_key_pem: str, key_id: str) -> None:
@@ -189,6 +190,8 @@ class Merchant:
         self.key_id = key_id
         self.access_token: str | None = None
         self.refresh_token: str | None = None
+        self.scheme = "v2"  # the client's signature scheme (new clients sign with v2)
+        self._signed: set[bytes] = set()
 
     def sign(self, message: bytes) -> str:
         from billing.services.auth import sign
@@ -198,20 +201,48 @@ class Merchant:
     def timestamp(self) -> str:
         return str(int(self.runtime.clock.now().timestamp()))
 
+    def _fresh_timestamp(self, message_of: Any) -> tuple[str, bytes]:
+        """A timestamp whose message was never signed: each signature is accepted once, and the
+        test clock stands still, so an identical message steps the timestamp back a second."""
+        ts = int(self.timestamp())
+        while (message := message_of(str(ts))) in self._signed:
+            ts -= 1
+        self._signed.add(message)
+        return str(ts), message
+
     async def login(self) -> Any:
-        ts = self.timestamp()
+        ts, message = self._fresh_timestamp(lambda t: f"{self.id}.{t}".encode())
         response = await self.http.post(
             "/v1/auth/login",
-            json={"clientId": self.id, "timestamp": ts, "signature": self.sign(f"{self.id}.{ts}".encode())},
+            json={"clientId": self.id, "timestamp": ts, "signature": self.sign(message)},
         )
         if response.status_code == 200:
             data = response.json()["data"]
             self.access_token, self.refresh_token = data["accessToken"], data["refreshToken"]
         return response
 
-    def signed_headers(self, body: bytes) -> dict[str, str]:
-        ts = self.timestamp()
-        return {"X-Timestamp": ts, "X-Signature": self.sign(ts.encode() + b"." + body)}
+    def signed_headers(
+        self,
+        body: bytes,
+        *,
+        method: str = "POST",
+        target: str = "/",
+        idempotency_key: str | None = None,
+        scheme: str | None = None,
+    ) -> dict[str, str]:
+        """X-Timestamp, X-Signature (and X-Signature-Version for v2) for this exact request."""
+        from billing.services.auth import canonical_request
+
+        scheme = scheme or self.scheme
+        ts, message = self._fresh_timestamp(
+            lambda t: canonical_request(
+                scheme, timestamp=t, method=method, target=target, idempotency_key=idempotency_key, body=body
+            )
+        )
+        headers = {"X-Timestamp": ts, "X-Signature": self.sign(message)}
+        if scheme == "v2":
+            headers["X-Signature-Version"] = "2"
+        return headers
 
     async def request(
         self,
@@ -242,9 +273,18 @@ class Merchant:
             built = httpx.Request(method, "http://x" + path, files=files, data=data)
             body = built.read()
             all_headers["Content-Type"] = built.headers["Content-Type"]
-        if sign and method.upper() in {"POST", "PUT", "PATCH", "DELETE"}:
-            all_headers.update(self.signed_headers(body or b""))
         all_headers.update(headers or {})
+        if sign and method.upper() in {"POST", "PUT", "PATCH", "DELETE"}:
+            import httpx
+
+            target = httpx.Request(method, "http://x" + path, params=params).url.raw_path.decode()
+            key = next((v for k, v in all_headers.items() if k.lower() == "idempotency-key"), None)
+            if isinstance(key, bytes):
+                key = key.decode("latin-1")
+            signed = self.signed_headers(
+                body or b"", method=method.upper(), target=target, idempotency_key=key
+            )
+            all_headers = {**signed, **all_headers}
         return await self.http.request(method, path, content=body, params=params, headers=all_headers)
 
     async def get(self, path: str, **kwargs: Any) -> Any:
@@ -268,6 +308,7 @@ async def new_merchant(
     timezone: str = "America/Guatemala",
     environment: str = "sandbox",
     signing_required: bool = True,
+    signature_scheme: str = "v2",
 ) -> Merchant:
     """Create a client with a fresh key pair and log it in through ``http``."""
     from billing.services.auth import create_client
@@ -281,9 +322,11 @@ async def new_merchant(
             environment=environment,
             settings=runtime.settings.auth,
             signing_required=signing_required,
+            signature_scheme=signature_scheme,
         )
     assert key.private_key_pem is not None
     merchant = Merchant(http, runtime, created.id, key.private_key_pem, key.key.id)
+    merchant.scheme = signature_scheme
     response = await merchant.login()
     assert response.status_code == 200, response.text
     return merchant

@@ -98,6 +98,7 @@ def _client_view(client: Client) -> dict[str, Any]:
         "environment": client.environment,
         "timezone": client.timezone,
         "signingRequired": client.signing_required,
+        "signatureScheme": client.signature_scheme,
         "createdAt": _iso(client.created_at),
     }
 
@@ -128,6 +129,14 @@ def _show_new_key(new: NewKey, private_key_out: Path | None, as_json: bool, extr
 
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+_signature_scheme_option = click.option(
+    "--signature-scheme",
+    type=click.Choice(["v2", "v1"]),
+    default="v2",
+    show_default=True,
+    help="Request signatures: v2 binds method, path, query and Idempotency-Key; v1 (sandbox only) is Migo's "
+    "body-only form.",
+)
 _private_key_out_option = click.option(
     "--private-key-out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -162,6 +171,7 @@ def clients_group() -> None:
 )
 @_public_key_option
 @click.option("--no-signing", is_flag=True, help="Sandbox only: accept unsigned writes from this client.")
+@_signature_scheme_option
 @_private_key_out_option
 @_json_option
 def create(
@@ -170,6 +180,7 @@ def create(
     environment: str,
     public_key_file: Path | None,
     no_signing: bool,
+    signature_scheme: str,
     private_key_out: Path | None,
     as_json: bool,
 ) -> None:
@@ -187,6 +198,7 @@ def create(
             settings=settings.auth,
             public_key=public_key,
             signing_required=not no_signing,
+            signature_scheme=signature_scheme,
         )
 
     client, key = _in_session(settings, work)
@@ -200,8 +212,32 @@ def create(
         "environment": client.environment,
         "timezone": client.timezone,
         "signing": "required" if client.signing_required else "off (sandbox)",
+        "signature scheme": client.signature_scheme,
     }
     _show_new_key(key, private_key_out, False, text)
+
+
+@clients_group.command("update")
+@click.option("--client", "client_id", required=True, help="The client id (cli_...).")
+@click.option(
+    "--signature-scheme",
+    type=click.Choice(auth.SIGNATURE_SCHEMES),
+    required=True,
+    help="v2 (method, path, query, Idempotency-Key and body) or v1 (sandbox only, body only).",
+)
+@_json_option
+def update(client_id: str, signature_scheme: str, as_json: bool) -> None:
+    """Change a client's request-signature scheme (effective for the next request)."""
+    settings = _ready_settings()
+
+    async def work(session: Session, clock: Clock) -> Client:
+        return await auth.set_signature_scheme(session, client_id, signature_scheme)
+
+    client = _in_session(settings, work)
+    if as_json:
+        click.echo(json.dumps(_client_view(client), indent=2))
+        return
+    click.echo(f"{client.id}: signature scheme {client.signature_scheme}")
 
 
 @clients_group.command("list")

@@ -14,6 +14,7 @@ from typing import BinaryIO
 import click
 
 from billing.domain.errors import BillingError
+from billing.services.auth import canonical_request
 from billing.services.auth import sign as ed25519_sign
 
 
@@ -47,6 +48,29 @@ def _signature(pem: str, message: bytes) -> str:
     default=None,
     help="The exact request body to sign ('-' for stdin; /dev/null for a request without a body).",
 )
+@click.option(
+    "--method",
+    type=click.Choice(["POST", "PUT", "PATCH", "DELETE"], case_sensitive=False),
+    default="POST",
+    show_default=True,
+    help="With --body: the HTTP method of the request.",
+)
+@click.option(
+    "--path",
+    "target",
+    default=None,
+    help="With --body: the request path exactly as sent, with its query string (e.g. /v1/plans).",
+)
+@click.option(
+    "--idempotency-key", default=None, help="With --body: the Idempotency-Key header the request carries."
+)
+@click.option(
+    "--scheme",
+    type=click.Choice(["v2", "v1"]),
+    default="v2",
+    show_default=True,
+    help="Signature scheme: v2 binds method, path and Idempotency-Key; v1 (sandbox, Migo's form) the body only.",
+)
 @click.option("--login", "login_client", default=None, help="Print a signed login body for this client id.")
 @click.option(
     "--timestamp",
@@ -63,16 +87,29 @@ def _signature(pem: str, message: bytes) -> str:
     help="With --body: curl -H arguments, header lines, or a JSON object.",
 )
 def sign(
-    key_file: Path, body: BinaryIO | None, login_client: str | None, timestamp: int | None, output: str
+    key_file: Path,
+    body: BinaryIO | None,
+    method: str,
+    target: str | None,
+    idempotency_key: str | None,
+    scheme: str,
+    login_client: str | None,
+    timestamp: int | None,
+    output: str,
 ) -> None:
-    """Sign a request body (X-Timestamp / X-Signature headers) or a login.
+    """Sign a request (X-Timestamp / X-Signature / X-Signature-Version headers) or a login.
+
+    Each signature is accepted once: sign every request anew, never reuse the printed headers.
 
     \b
-    Signed write:  curl -X POST URL $(billing sign --key key.pem --body body.json) --data-binary @body.json ...
+    Signed write:  curl -X POST URL/v1/plans $(billing sign --key key.pem --body body.json --path /v1/plans) \\
+                     --data-binary @body.json ...
     Login:         curl -X POST URL/v1/auth/login --data-binary "$(billing sign --key key.pem --login cli_...)" ...
     """
     if (body is None) == (login_client is None):
         raise click.UsageError("give exactly one of --body FILE or --login CLIENT_ID")
+    if body is not None and scheme == "v2" and not target:
+        raise click.UsageError("--path is required with --body: v2 signatures cover the request path")
     pem = _load_private_key(key_file)
     ts = str(timestamp if timestamp is not None else int(time.time()))
     if login_client is not None:
@@ -80,11 +117,23 @@ def sign(
         click.echo(json.dumps({"clientId": login_client, "timestamp": int(ts), "signature": signature}))
         return
     assert body is not None
-    signature = _signature(pem, ts.encode() + b"." + body.read())
+    message = canonical_request(
+        scheme,
+        timestamp=ts,
+        method=method.upper(),
+        target=target or "",
+        idempotency_key=idempotency_key,
+        body=body.read(),
+    )
+    headers = {"X-Timestamp": ts, "X-Signature": _signature(pem, message)}
+    if scheme == "v2":
+        headers["X-Signature-Version"] = "2"
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
     if output == "headers":
-        click.echo(f"X-Timestamp: {ts}\nX-Signature: {signature}")
+        click.echo("\n".join(f"{name}: {value}" for name, value in headers.items()))
     elif output == "json":
-        click.echo(json.dumps({"X-Timestamp": ts, "X-Signature": signature}))
+        click.echo(json.dumps(headers))
     else:
         # No spaces and no quotes, so the line works both pasted and as unquoted $(billing sign ...).
-        click.echo(f"-H X-Timestamp:{ts} -H X-Signature:{signature}")
+        click.echo(" ".join(f"-H {name}:{value}" for name, value in headers.items()))

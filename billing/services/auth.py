@@ -4,7 +4,9 @@
 - Access tokens: HS256 JWTs (``sub`` = client id, ``fam`` = the login's token family), short-lived.
 - Refresh tokens: opaque, stored as SHA-256 hashes, single-use. Presenting a used one revokes its whole
   family: the refresh tokens and the access tokens issued under it.
-- Signed requests: ``X-Signature`` = base64 Ed25519 over ``"{X-Timestamp}." + raw body bytes``.
+- Signed requests: ``X-Signature`` = base64 Ed25519 over the canonical request (``canonical_request``):
+  v2 binds timestamp, method, path with query, Idempotency-Key and body; v1 (sandbox, Migo's form)
+  only timestamp and body. Each signed message is accepted once (``consume_signature``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jwt
@@ -43,6 +45,7 @@ class AuthenticatedClient:
     environment: str
     timezone: str
     signing_required: bool
+    signature_scheme: str = "v2"
     family_id: str | None = None
 
     @property
@@ -124,6 +127,7 @@ async def create_client(
     settings: AuthSettings,
     public_key: str | None = None,
     signing_required: bool = True,
+    signature_scheme: str = "v2",
 ) -> tuple[Client, NewKey]:
     """Register a merchant and its first signing key (generated unless ``public_key`` is given)."""
     if not name.strip():
@@ -140,6 +144,7 @@ async def create_client(
         ) from exc
     if environment == "production" and not signing_required:
         raise BillingError("CHECK_PARAMETERS", message="Production clients must sign their requests.")
+    check_signature_scheme(environment, signature_scheme)
     now = clock.now()
     client = Client(
         id=new_id("client"),
@@ -147,12 +152,38 @@ async def create_client(
         timezone=timezone,
         environment=environment,
         signing_required=signing_required,
+        signature_scheme=signature_scheme,
         created_at=now,
     )
     session.add(client)
     await session.flush()
     key = await add_key(session, clock, client.id, settings=settings, public_key=public_key)
     return client, key
+
+
+def check_signature_scheme(environment: str, scheme: str) -> str:
+    """v1 (body only, Migo's form) is kept for sandbox clients; production signs with v2."""
+    if scheme not in SIGNATURE_SCHEMES:
+        raise BillingError(
+            "CHECK_PARAMETERS", message="signatureScheme must be v2 or v1.", field="signatureScheme"
+        )
+    if scheme == "v1" and environment == "production":
+        raise BillingError(
+            "CHECK_PARAMETERS",
+            message="Production clients must use signature scheme v2.",
+            field="signatureScheme",
+        )
+    return scheme
+
+
+async def set_signature_scheme(session: Session, client_id: str, scheme: str) -> Client:
+    """Switch a client's request-signature scheme (operators, e.g. a sandbox client moving to v2)."""
+    client = await store.get_client(session, client_id)
+    if client is None:
+        raise BillingError("CLIENT_NOT_FOUND")
+    client.signature_scheme = check_signature_scheme(client.environment, scheme)
+    session.add(client)
+    return client
 
 
 async def add_key(
@@ -217,18 +248,73 @@ async def revoke_key(session: Session, clock: Clock, client_id: str, key_id: str
 
 # ---- signatures ---------------------------------------------------------------------------------------
 
+SIGNATURE_SCHEMES = ("v1", "v2")
+VERSION_HEADER_V2 = "2"
+# A clock running a little ahead on the merchant's side is tolerated, a timestamp far in the future
+# is not: it would keep a captured request valid for longer than the tolerance window.
+FUTURE_TOLERANCE_SECONDS = 30
+
+# Verifying against this key when a client id is unknown makes a login cost the same work whether
+# or not the client exists, so timing does not reveal which client ids are real.
+_DUMMY_PUBLIC_KEY = public_key_b64(Ed25519PrivateKey.generate().public_key())
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """What a signed write carried: the headers and the exact request as received."""
+
+    method: str
+    target: str  # the path as sent, plus "?" and the raw query string when there is one
+    idempotency_key: str | None
+    body: bytes
+    timestamp: str | None
+    signature: str | None
+    version: str | None  # the X-Signature-Version header
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedSignature:
+    """A signature that verified; ``consume_signature`` records it so it cannot be used again."""
+
+    digest: str
+    expires_at: datetime
+
+
+def canonical_request(
+    scheme: str, *, timestamp: str, method: str, target: str, idempotency_key: str | None, body: bytes
+) -> bytes:
+    """The bytes a request signature covers.
+
+    v2: ``"v2\n{timestamp}\n{METHOD}\n{path?query}\n{Idempotency-Key or empty}\n"`` + body.
+    v1 (Migo's form, sandbox only): ``"{timestamp}." + body``; it does not bind the route.
+    """
+    if scheme == "v1":
+        return timestamp.encode() + b"." + body
+    head = "\n".join(("v2", timestamp, method.upper(), target, idempotency_key or ""))
+    return head.encode() + b"\n" + body
+
 
 def _check_timestamp(raw: str | int | None, now: datetime, tolerance: int) -> int:
-    try:
-        value = int(str(raw).strip())
-    except (TypeError, ValueError) as exc:
-        raise BillingError("INVALID_SIGNATURE", message="The timestamp must be Unix seconds.") from exc
-    if value > 10**11:  # milliseconds
-        value //= 1000
-    if abs(now.timestamp() - value) > tolerance:
+    text = "" if raw is None or isinstance(raw, bool) else str(raw).strip()
+    if not text or not text.isascii() or not text.isdigit():
+        raise BillingError(
+            "INVALID_SIGNATURE", message="The timestamp must be Unix time in whole seconds, e.g. 1767225600."
+        )
+    if len(text) > 11:
+        raise BillingError(
+            "INVALID_SIGNATURE", message="The timestamp must be Unix time in seconds, not milliseconds."
+        )
+    value = int(text)
+    if value - now.timestamp() > FUTURE_TOLERANCE_SECONDS:
         raise BillingError(
             "INVALID_SIGNATURE",
-            message=f"The timestamp is more than {tolerance} seconds away from server time.",
+            message=f"The timestamp is more than {FUTURE_TOLERANCE_SECONDS} seconds ahead of server time; "
+            "check the clock of the signing host.",
+        )
+    if now.timestamp() - value > tolerance:
+        raise BillingError(
+            "INVALID_SIGNATURE",
+            message=f"The timestamp is more than {tolerance} seconds older than server time; sign the request anew.",
         )
     return value
 
@@ -245,17 +331,49 @@ def _decode_signature(signature: str | None) -> bytes:
 def _verify_with_keys(
     keys: Sequence[SigningKey], message: bytes, signature: bytes, now: datetime
 ) -> SigningKey:
-    """The key that signed ``message``; 7616 if only an expired key did; 7604 if none did."""
-    for key in keys:
-        public = Ed25519PublicKey.from_public_bytes(base64.b64decode(key.public_key))
+    """The key that signed ``message``; 7616 if only an expired key did; 7604 if none did.
+
+    With no key at all (an unknown client) a dummy key is tried, so the work is the same.
+    """
+    candidates: list[tuple[str, SigningKey | None]] = [(key.public_key, key) for key in keys]
+    if not candidates:
+        candidates.append((_DUMMY_PUBLIC_KEY, None))
+    for public_b64, key in candidates:
+        public = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_b64))
         try:
             public.verify(signature, message)
         except InvalidSignature:
             continue
+        if key is None:
+            break
         if key.expires_at <= now:
             raise BillingError("KEYS_EXPIRED")
         return key
     raise BillingError("INVALID_SIGNATURE")
+
+
+def _scheme_for(client: AuthenticatedClient, version: str | None) -> str:
+    """The scheme this request is verified under; v2 whenever the client or the request says so."""
+    if version is not None and version.strip() != VERSION_HEADER_V2:
+        raise BillingError(
+            "INVALID_SIGNATURE",
+            message="X-Signature-Version must be 2 (or absent for the v1 scheme of sandbox clients).",
+        )
+    if version is not None:
+        return "v2"
+    if client.signature_scheme == "v2" or not client.is_sandbox:
+        raise BillingError(
+            "INVALID_SIGNATURE",
+            message="This client signs requests with scheme v2: send X-Signature-Version: 2 and sign "
+            "timestamp, method, path, Idempotency-Key and body (see docs/authentication.md).",
+        )
+    return "v1"
+
+
+def _accepted(kind: bytes, message: bytes, timestamp: int, tolerance: int) -> AcceptedSignature:
+    digest = hashlib.sha256(kind + b":" + message).hexdigest()
+    expires = datetime.fromtimestamp(timestamp + tolerance, tz=UTC)
+    return AcceptedSignature(digest=digest, expires_at=expires)
 
 
 async def verify_request_signature(
@@ -263,19 +381,47 @@ async def verify_request_signature(
     clock: Clock,
     settings: AuthSettings,
     client: AuthenticatedClient,
-    *,
-    timestamp: str | None,
-    signature: str | None,
-    body: bytes,
-) -> None:
-    """Check ``X-Signature`` over ``"{X-Timestamp}." + body`` (the exact bytes received)."""
-    if timestamp is None:
+    request: SignedRequest,
+) -> AcceptedSignature:
+    """Check ``X-Signature`` over the request's canonical form (see ``canonical_request``).
+
+    Verifying does not use the signature up: ``consume_signature`` does, once the request is
+    known to run (an Idempotency-Key replay answers from the stored response instead).
+    """
+    if request.timestamp is None:
         raise BillingError("INVALID_SIGNATURE", message="The X-Timestamp header is missing.")
     now = clock.now()
-    _check_timestamp(timestamp, now, settings.signature_tolerance_seconds)
-    raw_signature = _decode_signature(signature)
+    timestamp = _check_timestamp(request.timestamp, now, settings.signature_tolerance_seconds)
+    scheme = _scheme_for(client, request.version)
+    raw_signature = _decode_signature(request.signature)
+    message = canonical_request(
+        scheme,
+        timestamp=request.timestamp.strip(),
+        method=request.method,
+        target=request.target,
+        idempotency_key=request.idempotency_key,
+        body=request.body,
+    )
     keys = await store.keys_of(session, client.id)
-    _verify_with_keys(keys, timestamp.strip().encode() + b"." + body, raw_signature, now)
+    _verify_with_keys(keys, message, raw_signature, now)
+    return _accepted(b"request", message, timestamp, settings.signature_tolerance_seconds)
+
+
+async def consume_signature(session: Session, client_id: str, accepted: AcceptedSignature) -> None:
+    """Use a verified signature up (the caller commits); 7604 when it was already used: a replay."""
+    if not await store.remember_signature(session, client_id, accepted.digest, accepted.expires_at):
+        raise BillingError(
+            "INVALID_SIGNATURE",
+            message="This signed request was already received (replay). Sign every request anew with "
+            "a fresh X-Timestamp; to retry a POST safely, resend it with the same Idempotency-Key.",
+        )
+
+
+async def purge_seen_signatures(session: Session, clock: Clock) -> int:
+    """Forget used signatures whose timestamps are past the tolerance window (commits)."""
+    purged = await store.purge_seen_signatures(session, clock.now())
+    await session.commit()
+    return purged
 
 
 # ---- tokens ---------------------------------------------------------------------------------------------
@@ -330,14 +476,16 @@ async def login(
 ) -> TokenPair:
     """Exchange a signed ``"{clientId}.{timestamp}"`` for a token pair (a new token family)."""
     now = clock.now()
-    _check_timestamp(timestamp, now, settings.signature_tolerance_seconds)
+    checked = _check_timestamp(timestamp, now, settings.signature_tolerance_seconds)
     raw_signature = _decode_signature(signature)
-    client = await store.get_client(session, client_id)
-    if client is None:  # same answer as a bad signature: do not reveal which client ids exist
-        raise BillingError("INVALID_SIGNATURE")
-    keys = await store.keys_of(session, client.id)
-    _verify_with_keys(keys, f"{client_id}.{str(timestamp).strip()}".encode(), raw_signature, now)
-    return await _issue(session, clock, settings, secret, client.id, new_id("refresh_token"))
+    # One query and one verification whether or not the client exists: the answer and its timing
+    # are those of a bad signature, so they do not reveal which client ids are real.
+    keys = await store.keys_of(session, client_id)
+    message = f"{client_id}.{str(timestamp).strip()}".encode()
+    key = _verify_with_keys(keys, message, raw_signature, now)
+    accepted = _accepted(b"login", message, checked, settings.signature_tolerance_seconds)
+    await consume_signature(session, key.client_id, accepted)
+    return await _issue(session, clock, settings, secret, key.client_id, new_id("refresh_token"))
 
 
 async def refresh(
@@ -414,5 +562,6 @@ async def authenticate(
         environment=client.environment,
         timezone=client.timezone,
         signing_required=client.signing_required,
+        signature_scheme=client.signature_scheme,
         family_id=family,
     )

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 
 from billing.domain.clock import Clock
 from billing.domain.errors import BillingError
+from billing.services import auth
 from billing.services.runtime import Runtime
 from billing.store import idempotency as store
 from billing.store.engine import Session
@@ -209,9 +210,14 @@ async def purge_expired(session: Session, clock: Clock) -> int:
 
 
 async def purge_pass(runtime: Runtime, identity: str) -> dict[str, int]:
-    """Worker pass: drop expired idempotency records (expired ones are already ignored on lookup)."""
+    """Worker pass: drop expired idempotency records (expired ones are already ignored on lookup)
+    and used request signatures whose timestamps the tolerance window refuses anyway."""
     async with runtime.sessions() as session:
         purged = await purge_expired(session, runtime.clock)
-    if purged:
-        log.info("idempotency records purged", extra={"purged": purged, "identity": identity})
-    return {"purged": purged}
+        signatures = await auth.purge_seen_signatures(session, runtime.clock)
+    if purged or signatures:
+        log.info(
+            "idempotency records purged",
+            extra={"purged": purged, "signatures_purged": signatures, "identity": identity},
+        )
+    return {"purged": purged, "signatures_purged": signatures}

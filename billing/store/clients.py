@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 
 from billing.store.engine import Session
-from billing.store.models import Client, RefreshToken, SigningKey
+from billing.store.models import Client, RefreshToken, SeenSignature, SigningKey
 
 
 async def get_client(session: Session, client_id: str) -> Client | None:
@@ -65,3 +67,26 @@ async def family_revoked(session: Session, family_id: str) -> bool:
         .limit(1)
     )
     return (await session.exec(query)).first() is not None
+
+
+async def remember_signature(session: Session, client_id: str, digest: str, expires_at: datetime) -> bool:
+    """Record an accepted signed message; False when it was seen before (a replay).
+
+    The primary key (client_id, digest) decides between concurrent replays on every process:
+    ``ON CONFLICT DO NOTHING`` lets exactly one insert through.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = (
+        insert(SeenSignature)
+        .values(client_id=client_id, digest=digest, expires_at=expires_at)
+        .on_conflict_do_nothing(index_elements=["client_id", "digest"])
+        .returning(col(SeenSignature.digest))
+    )
+    return (await session.exec(statement)).first() is not None
+
+
+async def purge_seen_signatures(session: Session, now: datetime) -> int:
+    """Forget signatures whose timestamps left the tolerance window; the number deleted."""
+    result = await session.exec(delete(SeenSignature).where(col(SeenSignature.expires_at) <= now))
+    return int(result.rowcount or 0)

@@ -37,6 +37,9 @@ class Client(SQLModel, table=True):
     timezone: str = Field(default="America/Guatemala", max_length=64)
     environment: str = Field(default="sandbox", max_length=16)  # sandbox | production
     signing_required: bool = Field(default=True)
+    # Request signature scheme: v2 (method, path, query, Idempotency-Key and body) or, for sandbox
+    # clients that need Migo compatibility, v1 (timestamp and body only).
+    signature_scheme: str = Field(default="v2", max_length=8, sa_column_kwargs={"server_default": "v2"})
     # Sandbox clock: this client's "now" is the real time plus this offset (never negative).
     clock_offset_seconds: int = Field(default=0, sa_type=sa.BigInteger)
     created_at: datetime
@@ -68,6 +71,19 @@ class RefreshToken(SQLModel, table=True):
     used_at: datetime | None = None
     revoked_at: datetime | None = None
     created_at: datetime
+
+
+class SeenSignature(SQLModel, table=True):
+    """A signed message already accepted: the same signature is never accepted twice (replay).
+
+    Kept until its timestamp leaves the tolerance window; after that the timestamp check refuses it.
+    """
+
+    __tablename__ = "seen_signature"
+
+    client_id: str = Field(primary_key=True, foreign_key="client.id", max_length=ID)
+    digest: str = Field(primary_key=True, max_length=64)  # SHA-256 of the signed message
+    expires_at: datetime = Field(index=True)
 
 
 class IdempotencyRecord(SQLModel, table=True):
@@ -380,6 +396,7 @@ ALL_TABLES = [
     Client,
     SigningKey,
     RefreshToken,
+    SeenSignature,
     IdempotencyRecord,
     Plan,
     Transaction,

@@ -70,7 +70,9 @@ async def test_transactions_need_a_token_and_a_signature(merchant: Any, client: 
     tampered = await merchant.post(
         "/transactions",
         content=b'{"amount": 2, "currency": "USD", "userId": "u"}',
-        headers=merchant.signed_headers(b'{"amount": 1, "currency": "USD", "userId": "u"}'),
+        headers=merchant.signed_headers(
+            b'{"amount": 1, "currency": "USD", "userId": "u"}', target="/transactions"
+        ),
     )
     error_of(tampered, 401, "7604")
 

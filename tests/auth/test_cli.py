@@ -41,10 +41,15 @@ def run_cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any
     return run
 
 
+_logins: dict[str, int] = {}
+
+
 async def login_status(client: Any, clock: Any, client_id: str, private_key_pem: str) -> tuple[int, str]:
     from billing.services.auth import sign
 
-    ts = str(int(clock.now().timestamp()))
+    # A login signature is accepted once and the test clock stands still: a fresh timestamp per login.
+    _logins[client_id] = _logins.get(client_id, 0) + 1
+    ts = str(int(clock.now().timestamp()) - _logins[client_id])
     response = await client.post(
         "/v1/auth/login",
         json={
@@ -250,44 +255,49 @@ async def test_sign_body_produces_headers_the_api_accepts(
 
     body_file = tmp_path / "body.json"
     body_file.write_bytes(b'{"amount": 12.50,  "note": "exact bytes"}\n')
-    curl_form = (
-        await run_cli("sign", "--key", str(key_file), "--body", str(body_file), "--timestamp", ts)
-    ).output
+    target = "/v1/probe/echo"
+    base = ("sign", "--key", str(key_file), "--body", str(body_file), "--path", target, "--timestamp", ts)
+    curl_form = (await run_cli(*base)).output
     parts = curl_form.split()
-    assert parts[0::2] == ["-H", "-H"]
+    assert parts[0::2] == ["-H", "-H", "-H"]
     headers = dict(part.split(":", 1) for part in parts[1::2])
     assert headers["X-Timestamp"] == ts
+    assert headers["X-Signature-Version"] == "2"
     response = await client.post(
-        "/v1/probe/echo",
+        target,
         content=body_file.read_bytes(),
         headers={**headers, "Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     assert response.status_code == 200, response.text
-
-    as_json = json.loads(
-        (
-            await run_cli(
-                "sign",
-                "--key",
-                str(key_file),
-                "--body",
-                str(body_file),
-                "--timestamp",
-                ts,
-                "--format",
-                "json",
-            )
-        ).output
+    # The same headers again are a replay, and on another path they do not verify at all.
+    again = await client.post(
+        target,
+        content=body_file.read_bytes(),
+        headers={**headers, "Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
+    assert again.status_code == 401
+    assert "replay" in again.json()["message"]
+
+    as_json = json.loads((await run_cli(*base, "--format", "json")).output)
     assert as_json == headers
-    lines = (
-        await run_cli(
-            "sign", "--key", str(key_file), "--body", str(body_file), "--timestamp", ts, "--format", "headers"
-        )
-    ).output
-    assert lines.splitlines() == [f"X-Timestamp: {ts}", f"X-Signature: {headers['X-Signature']}"]
+    lines = (await run_cli(*base, "--format", "headers")).output
+    assert lines.splitlines() == [
+        f"X-Timestamp: {ts}",
+        f"X-Signature: {headers['X-Signature']}",
+        "X-Signature-Version: 2",
+    ]
     public = Ed25519PublicKey.from_public_bytes(base64.b64decode(created["key"]["publicKey"]))
-    public.verify(base64.b64decode(headers["X-Signature"]), ts.encode() + b"." + body_file.read_bytes())
+    message = b"v2\n" + ts.encode() + b"\nPOST\n" + target.encode() + b"\n\n" + body_file.read_bytes()
+    public.verify(base64.b64decode(headers["X-Signature"]), message)
+    v1 = json.loads((await run_cli(*base, "--scheme", "v1", "--format", "json")).output)
+    public.verify(base64.b64decode(v1["X-Signature"]), ts.encode() + b"." + body_file.read_bytes())
+    assert "X-Signature-Version" not in v1
+    keyed = json.loads((await run_cli(*base, "--idempotency-key", "k-1", "--format", "json")).output)
+    assert keyed["Idempotency-Key"] == "k-1"
+    keyed_message = message.replace(b"\n\n", b"\nk-1\n", 1)
+    public.verify(base64.b64decode(keyed["X-Signature"]), keyed_message)
+    missing_path = await run_cli("sign", "--key", str(key_file), "--body", str(body_file), code=2)
+    assert "--path" in missing_path.output
 
 
 async def test_sign_needs_exactly_one_of_body_or_login(run_cli: Any, tmp_path: Path) -> None:

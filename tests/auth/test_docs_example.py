@@ -55,15 +55,19 @@ class LiveEngine:
         """The client's plans, read through the API with a fresh login."""
         from billing.services.auth import sign
 
-        ts = str(int(time.time()))
-        login = httpx.post(
-            f"{self.url}/v1/auth/login",
-            json={
-                "clientId": self.client_id,
-                "timestamp": ts,
-                "signature": sign(self.key_file.read_text(), f"{self.client_id}.{ts}".encode()),
-            },
-        )
+        # A login signature is accepted once; the example may have logged in this very second.
+        for back in range(30):
+            ts = str(int(time.time()) - back)
+            login = httpx.post(
+                f"{self.url}/v1/auth/login",
+                json={
+                    "clientId": self.client_id,
+                    "timestamp": ts,
+                    "signature": sign(self.key_file.read_text(), f"{self.client_id}.{ts}".encode()),
+                },
+            )
+            if "replay" not in login.text:
+                break
         token = login.json()["data"]["accessToken"]
         found = httpx.get(f"{self.url}/v1/plans/list", headers={"Authorization": f"Bearer {token}"})
         data: list[dict[str, object]] = found.json()["data"]
