@@ -27,6 +27,7 @@ from api.controllers.subscriptions import SubscriptionsController
 from api.controllers.transactions import create_transaction
 from api.errors import EXCEPTION_HANDLERS
 from api.idempotency import IDEMPOTENCY_EXCEPTION_HANDLERS, claim_idempotency_key, idempotency_middleware
+from api.input_hygiene import refuse_unsafe_input
 from api.middleware import request_log_middleware
 from billing import __version__
 from billing.clock import SystemClock
@@ -87,8 +88,9 @@ def create_app(
     config = AppConfig(
         route_handlers=[Router(path="/", route_handlers=_route_handlers())],
         dependencies={"runtime": Provide(provide_runtime), "merchant": Provide(provide_merchant)},
-        # Order matters: the Idempotency-Key is claimed for the merchant authenticated first.
-        guards=[authenticate_request, claim_idempotency_key],
+        # Order matters: the Idempotency-Key is claimed for the merchant authenticated first, and
+        # only for input that passed the edge checks.
+        guards=[authenticate_request, refuse_unsafe_input, claim_idempotency_key],
         exception_handlers={**EXCEPTION_HANDLERS, **IDEMPOTENCY_EXCEPTION_HANDLERS},
         openapi_config=openapi,
         lifespan=[runtime_lifespan, *extra_lifespans],
