@@ -70,6 +70,7 @@ def create_app(
 
     @asynccontextmanager
     async def runtime_lifespan(app: Litestar) -> AsyncIterator[None]:
+        settings.jwt_secret()  # a weak or unreadable token secret stops the start, not every login
         runtime = build_runtime(settings, clock or SystemClock(), processors)
         app.state.runtime = runtime
         try:

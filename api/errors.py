@@ -9,6 +9,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from billing.domain.errors import BillingError, ErrorItem, spec
+from billing.store.engine import database_unavailable
 
 log = logging.getLogger("billing.api")
 
@@ -81,8 +82,26 @@ def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
     return error_response(request, row.status, message, [ErrorItem(row.code, message)])
 
 
+RETRY_AFTER_SECONDS = 5
+
+
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     rid = request_id_of(request)
+    if database_unavailable(exc):
+        # Nothing is wrong with the request: the merchant should retry (the same Idempotency-Key
+        # is safe to reuse, a 5xx released it).
+        log.warning(
+            "database unavailable request_id=%s method=%s path=%s",
+            rid,
+            request.method,
+            request.url.path,
+            exc_info=exc,
+        )
+        row = spec("SERVICE_UNAVAILABLE")
+        message = f"The database is unavailable; retry in a few seconds. Request id {rid}."
+        response = error_response(request, row.status, message, [ErrorItem(row.code, message)])
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
     log.error(
         "unhandled error request_id=%s method=%s path=%s",
         rid,

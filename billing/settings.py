@@ -8,6 +8,7 @@ key, the value found and the reason, so a bad deployment fails at start.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import tomllib
@@ -76,10 +77,44 @@ class ServerSettings(_Section):
     max_request_bytes: int = Field(10 * 1024 * 1024, ge=1024)
 
 
+MIN_SECRET_BYTES = 32
+MIN_SECRET_BITS = 128
+
+
+def secret_problem(secret: str) -> str | None:
+    """Why ``secret`` is too weak to sign access tokens, or None.
+
+    At least 32 bytes, and at least 128 bits by a per-character entropy estimate, so that a
+    word repeated or a short password padded to length is refused. `billing config init`
+    generates 48 random bytes (base64url, about 380 bits).
+    """
+    raw = secret.encode()
+    if len(raw) < MIN_SECRET_BYTES:
+        return f"must be at least {MIN_SECRET_BYTES} bytes (got {len(raw)}); generate one with `billing config init`"
+    counts = [raw.count(byte) for byte in set(raw)]
+    bits = -sum(n * math.log2(n / len(raw)) for n in counts)
+    if bits < MIN_SECRET_BITS:
+        return (
+            f"is too predictable (about {int(bits)} bits of entropy, {MIN_SECRET_BITS} needed); "
+            "generate one with `billing config init`"
+        )
+    return None
+
+
 class AuthSettings(_Section):
     jwt_secret: SecretStr | None = Field(
         None, description="HMAC secret for access tokens; generated into the data directory when unset"
     )
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            problem = secret_problem(value.get_secret_value())
+            if problem is not None:
+                raise ValueError(problem)
+        return value
+
     access_token_ttl_seconds: int = Field(30 * 60, ge=60)
     refresh_token_ttl_seconds: int = Field(7 * 24 * 3600, ge=300)
     signature_tolerance_seconds: int = Field(300, ge=1, le=3600)
@@ -93,6 +128,12 @@ class WorkerSettings(_Section):
     batch_size: int = Field(200, ge=1, le=10_000)
     concurrency: int = Field(64, ge=1, le=2_000, description="Processor calls in flight per worker")
     lease_seconds: int = Field(120, ge=5)
+
+
+class OndemandSettings(_Section):
+    csv_max_rows: int = Field(
+        50_000, ge=1, le=1_000_000, description="Charge rows one CSV upload may hold (7021 beyond)"
+    )
 
 
 class GracePolicySettings(_Section):
@@ -161,6 +202,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
     worker: WorkerSettings = WorkerSettings()
+    ondemand: OndemandSettings = OndemandSettings()
     grace: GraceSettings = GraceSettings()
     processors: ProcessorsSettings = ProcessorsSettings()
     smtp: SmtpSettings = SmtpSettings()
@@ -193,17 +235,38 @@ class Settings(BaseSettings):
     def public_url(self) -> str:
         return self.server.public_url or f"http://{self.server.host}:{self.server.port}"
 
+    @property
+    def jwt_secret_path(self) -> Path:
+        return self.data_dir / "jwt.secret"
+
     def jwt_secret(self) -> str:
-        """The access-token secret; generated once into ``data_dir/jwt.secret`` when not configured."""
+        """The access-token secret; generated once into ``data_dir/jwt.secret`` when not configured.
+
+        Raises :class:`ConfigError` when the file holds a weak secret.
+        """
         if self.auth.jwt_secret is not None:
             return self.auth.jwt_secret.get_secret_value()
-        path = self.data_dir / "jwt.secret"
+        path = self.jwt_secret_path
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(48))
-        return path.read_text().strip()
+            write_new_secret(path)
+        secret = path.read_text().strip()
+        problem = secret_problem(secret)
+        if problem is not None:
+            raise ConfigError(f"{path}: the access-token secret {problem}")
+        return secret
+
+
+def new_secret() -> str:
+    """48 random bytes, base64url: an access-token secret."""
+    return secrets.token_urlsafe(48)
+
+
+def write_new_secret(path: Path) -> None:
+    """Create ``path`` (mode 0600) holding a new secret; never overwrite an existing file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(new_secret())
 
 
 def _config_path() -> Path | None:

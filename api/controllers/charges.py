@@ -187,7 +187,12 @@ class ChargesController(Controller):
         claim = claim_of_request(request)
         async with runtime.sessions() as session, session.begin():
             receipt = await csv_intake.receive_csv(
-                session, runtime.clock, client_id=merchant.id, content=content, filename=data.file.filename
+                session,
+                runtime.clock,
+                client_id=merchant.id,
+                content=content,
+                filename=data.file.filename,
+                max_rows=runtime.settings.ondemand.csv_max_rows,
             )
             body = render(batch_received(receipt), "File received")
             # Migo keeps trackingId at the top level of this answer; data adds the batch summary.

@@ -19,3 +19,12 @@ def settings_or_exit(**overrides: Any) -> Settings:
         raise SystemExit(2) from exc
     configure_logging(settings.log_level)
     return settings
+
+
+def secret_or_exit(settings: Settings) -> None:
+    """The access-token secret must be usable before the API serves (a weak one exits 2)."""
+    try:
+        settings.jwt_secret()
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from exc

@@ -9,7 +9,7 @@ import click
 from pydantic import SecretStr
 
 from billing.cli.common import settings_or_exit
-from billing.settings import _config_path
+from billing.settings import ConfigError, _config_path, write_new_secret
 
 
 def _masked(value: Any) -> Any:
@@ -40,8 +40,37 @@ def config_group() -> None:
 def check() -> None:
     """Validate config/billing.toml (or BILLING_CONFIG) plus the environment; print the effective settings."""
     settings = settings_or_exit()
+    if settings.auth.jwt_secret is None and settings.jwt_secret_path.exists():
+        try:
+            settings.jwt_secret()
+        except ConfigError as exc:
+            click.echo(f"error: {exc}", err=True)
+            raise SystemExit(2) from exc
     effective = _masked(settings.model_dump(mode="python"))
     effective["database"]["url"] = _mask_url(settings.database.url)
     source = _config_path()
     click.echo(f"configuration OK (file: {source or 'none, defaults and environment only'})")
     click.echo(json.dumps(effective, indent=2, default=str))
+
+
+@config_group.command("init")
+@click.option(
+    "--force", is_flag=True, help="Replace an existing secret file (every issued token stops working)."
+)
+def init(force: bool) -> None:
+    """Generate the access-token secret into data_dir/jwt.secret (mode 600); the secret is never printed.
+
+    Several API processes must share it: copy the file, or set BILLING_AUTH__JWT_SECRET from it.
+    """
+    settings = settings_or_exit()
+    if settings.auth.jwt_secret is not None:
+        click.echo("auth.jwt_secret is set in the environment or the config file; nothing to generate.")
+        return
+    path = settings.jwt_secret_path
+    if path.exists() and not force:
+        click.echo(f"{path} already exists; keep it, or replace it with --force.", err=True)
+        raise SystemExit(1)
+    if path.exists():
+        path.unlink()
+    write_new_secret(path)
+    click.echo(f"wrote a new access-token secret to {path} (mode 600)")

@@ -12,7 +12,7 @@ import uvicorn
 from litestar import Litestar
 
 from api.app import create_app
-from billing.cli.common import settings_or_exit
+from billing.cli.common import secret_or_exit, settings_or_exit
 from billing.clock import SystemClock
 from billing.services.runtime import Runtime, build_runtime
 from billing.settings import Settings
@@ -46,6 +46,7 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
         update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     )
     settings = settings.model_copy(update={"server": server})
+    secret_or_exit(settings)
     _maybe_migrate(settings)
     with_worker = settings.worker.enabled and not no_worker
     app = create_app(settings, extra_lifespans=[_worker_lifespan] if with_worker else [])

@@ -1,10 +1,16 @@
 """Bulk charges from a CSV file: ``subscriptionId,amount,metadata`` with a header row, at most 10 MB.
 
 A file that cannot be read as CSV (not UTF-8 text, binary, no header, no rows) is refused
-whole with 7018 INVALID_FILE naming the line. Inside a readable file every row stands alone:
-a bad row is stored as rejected with its line number and the good rows are still charged.
-Items are keyed by their line number, so reports and the results CSV point at the merchant's
-own file.
+whole with 7018 INVALID_FILE naming the line; a file with more rows than the operator allows
+(``ondemand.csv_max_rows``, 50,000 by default) with 7021. Inside a readable file every row stands
+alone: a bad row (a control character, a card number, a bad amount...) is stored as rejected with
+its line number and the good rows are still charged. Items are keyed by their line number, so
+reports and the results CSV point at the merchant's own file.
+
+Parsing runs in a worker thread, so a large upload does not stall the event loop that answers
+every other request. Cells written back in the results CSV are neutralised against spreadsheet
+formula injection (OWASP): a cell starting with ``=``, ``+``, ``-``, ``@``, tab or CR gets a
+leading ``'``.
 """
 
 from __future__ import annotations
@@ -17,12 +23,20 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+import anyio
+
+from billing.domain.card_numbers import holds_card_number
 from billing.domain.clock import Clock
 from billing.domain.errors import BillingError
+from billing.domain.text import has_control_character
 from billing.services.ondemand import BatchReceipt, ItemInput, ItemOutcome, receive_items
 from billing.store.engine import Session
 
 CSV_MAX_BYTES = 10 * 1024 * 1024
+CSV_MAX_ROWS = 50_000  # default of the ondemand.csv_max_rows setting
+REFUSED_CELL = "(refused)"  # stands in for a cell that held a control character or a card number
+# Cells a spreadsheet would run as a formula (OWASP "CSV injection").
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 COLUMNS = ("subscriptionId", "amount", "metadata")
 REQUIRED_COLUMNS = ("subscriptionId", "amount")
 _HEADER_HINT = "the first line must be the header subscriptionId,amount[,metadata]"
@@ -68,12 +82,33 @@ def _header(row: list[str], line: int) -> list[str]:
     return names
 
 
+def _unsafe_cell(cells: dict[str, str]) -> BillingError | None:
+    """A row whose cells hold a control character (7000) or a card number (7204) is rejected."""
+    for name, value in cells.items():
+        if has_control_character(value):
+            return BillingError(
+                "CHECK_PARAMETERS", message=f"{name} contains a control character.", field=name
+            )
+        if holds_card_number(value):
+            return BillingError(
+                "INVALID_CARD_DATA",
+                message=f"{name} looks like a card number; card numbers are never accepted in a charges file.",
+                field=name,
+            )
+    return None
+
+
 def _row_item(names: list[str], row: list[str], line: int) -> ItemInput:
     raw: dict[str, Any] = dict(zip(names, row, strict=False))
     if len(row) > len(names):
         raw["extra"] = row[len(names) :]
     cells = {name: raw.get(name, "").strip() for name in names}
-    problem: BillingError | None = None
+    problem = _unsafe_cell({**cells, "extra": ",".join(row[len(names) :])})
+    if problem is not None:
+        # The offending cell is not kept: the report shows the row without it.
+        unsafe = problem.field or ""
+        raw[unsafe] = REFUSED_CELL
+        return ItemInput(index=line, subscription_id=None, amount=None, raw=raw, problem=problem)
     missing = [name for name in names[len(row) :] if name in REQUIRED_COLUMNS]
     if len(row) > len(names) or missing:
         problem = BillingError(
@@ -101,8 +136,8 @@ def _row_item(names: list[str], row: list[str], line: int) -> ItemInput:
     )
 
 
-def parse_charges_csv(content: bytes) -> list[ItemInput]:
-    """The rows of a charges CSV as items (index = line number); raises 7017 or 7018 for the file."""
+def parse_charges_csv(content: bytes, *, max_rows: int = CSV_MAX_ROWS) -> list[ItemInput]:
+    """The rows of a charges CSV as items (index = line number); raises 7017, 7018 or 7021 for the file."""
     if len(content) > CSV_MAX_BYTES:
         raise BillingError(
             "PAYLOAD_TOO_LARGE",
@@ -126,6 +161,13 @@ def parse_charges_csv(content: bytes) -> list[ItemInput]:
             if names is None:
                 names = _header(row, line)
                 continue
+            if len(items) == max_rows:
+                raise BillingError(
+                    "CSV_TOO_MANY_ROWS",
+                    message=f"The file has more than {max_rows} charge rows (line {line}); "
+                    "split it into several uploads.",
+                    field="file",
+                )
             items.append(_row_item(names, row, line))
     except csv.Error as exc:
         raise _invalid(line, f"the file is not valid CSV ({exc}).") from None
@@ -136,11 +178,30 @@ def parse_charges_csv(content: bytes) -> list[ItemInput]:
     return items
 
 
+async def parse_off_loop(content: bytes, *, max_rows: int = CSV_MAX_ROWS) -> list[ItemInput]:
+    """``parse_charges_csv`` in a worker thread: the event loop keeps answering other requests."""
+    return await anyio.to_thread.run_sync(lambda: parse_charges_csv(content, max_rows=max_rows))
+
+
+def _clean_filename(filename: str | None) -> str | None:
+    """The uploaded file's name as kept in reports: printable characters only, at most 255."""
+    kept = "".join(
+        char for char in (filename or "") if not has_control_character(char, allow_whitespace=False)
+    )
+    return kept[:255] or None
+
+
 async def receive_csv(
-    session: Session, clock: Clock, *, client_id: str, content: bytes, filename: str | None
+    session: Session,
+    clock: Clock,
+    *,
+    client_id: str,
+    content: bytes,
+    filename: str | None,
+    max_rows: int = CSV_MAX_ROWS,
 ) -> BatchReceipt:
-    """Parse, validate and queue a charges CSV as one batch with a tracking id."""
-    items = parse_charges_csv(content)
+    """Parse (off the event loop), validate and queue a charges CSV as one batch with a tracking id."""
+    items = await parse_off_loop(content, max_rows=max_rows)
     return await receive_items(
         session,
         clock,
@@ -148,19 +209,24 @@ async def receive_csv(
         items=items,
         source="csv",
         tracking_id=new_tracking_id(),
-        filename=(filename or "")[:255] or None,
+        filename=_clean_filename(filename),
     )
 
 
 RESULT_COLUMNS = ("line", "subscriptionId", "amount", "metadata", "chargeId", "state", "code", "message")
 
 
+def neutralise(cell: str) -> str:
+    """A cell a spreadsheet shows as text: formula prefixes get a leading ``'`` (OWASP)."""
+    return "'" + cell if cell.startswith(_FORMULA_PREFIXES) else cell
+
+
 def _input_cell(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
-        return value
-    return json.dumps(value, separators=(",", ":"))
+        return neutralise(value)
+    return neutralise(json.dumps(value, separators=(",", ":")))
 
 
 def results_csv(outcomes: Sequence[ItemOutcome], *, header: bool) -> str:
@@ -180,7 +246,7 @@ def results_csv(outcomes: Sequence[ItemOutcome], *, header: bool) -> str:
                 outcome.charge_id or "",
                 outcome.state,
                 outcome.code or "",
-                outcome.message or "",
+                neutralise(outcome.message or ""),
             ]
         )
     return out.getvalue()

@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event, text
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -28,11 +30,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
     """An async engine; SQLite gets WAL, foreign keys and a generous busy timeout."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, poolclass=NullPool, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, echo=echo, poolclass=NullPool, connect_args={"timeout": 30}, hide_parameters=True
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        # Parameters may hold tokens or keys: error messages never show them.
+        hide_parameters=True,
     )
 
 
@@ -52,3 +63,21 @@ async def ping(engine: AsyncEngine) -> None:
     """Raise if the database cannot answer a trivial query."""
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` (or what caused it) means the database cannot be reached right now.
+
+    A refused or dropped connection, a pool with no free connection, a locked SQLite file:
+    retrying later can succeed, so the API answers 503 instead of 500.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OperationalError | InterfaceError | DisconnectionError | SATimeoutError):
+            return True
+        if isinstance(current, ConnectionError):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
