@@ -23,6 +23,8 @@ _DIGIT_RUN = re.compile(rf"\d{{{MIN_CARD_DIGITS},}}")
 # A run of digits, possibly grouped by single spaces or dashes as people write card numbers.
 _GROUPED_DIGITS: Final = re.compile(r"\d(?:[ -]?\d)*")
 CARD_DIGITS: Final = range(13, 20)  # PAN lengths issued today: 13 to 19 digits
+# At least 13 grouped digits somewhere: the cheap test that most text fails at once.
+_CARD_SHAPED: Final = re.compile(r"\d(?:[ -]?\d){12}")
 
 
 def may_hold_card_number(value: str) -> bool:
@@ -46,6 +48,8 @@ def luhn_valid(digits: str) -> bool:
 
 def holds_card_number(value: str) -> bool:
     """True when ``value`` holds a Luhn-valid run of 13 to 19 ASCII digits (spaces or dashes between)."""
+    if _CARD_SHAPED.search(value) is None:
+        return False
     for match in _GROUPED_DIGITS.finditer(value):
         digits = match.group().replace(" ", "").replace("-", "")
         if len(digits) in CARD_DIGITS and digits.isascii() and luhn_valid(digits):

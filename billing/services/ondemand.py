@@ -17,7 +17,6 @@ from decimal import Decimal
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 
 from billing.domain.clock import Clock
 from billing.domain.errors import BillingError
@@ -34,7 +33,7 @@ ERRORS_SAMPLE_SIZE = 20
 METADATA_MAX_BYTES = 4096
 # Longer than any id we issue: such a value cannot name a subscription, so it is not looked up.
 _MAX_ID_LENGTH = 64
-_YIELD_EVERY = 1000  # items validated between two turns of the event loop
+_VALIDATE_IN_THREAD_FROM = 1000  # items; smaller batches are validated on the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +214,36 @@ def _checked(
     return to_minor(amount, subscription.currency, field="amount"), subscription.currency, metadata
 
 
+def _item_rows(
+    batch_id: str, items: Sequence[ItemInput], subscriptions: Mapping[str, store.ChargeableSubscription]
+) -> tuple[list[dict[str, Any]], list[ItemRejection]]:
+    """The batch_item rows of ``items`` (queued or rejected with the reason); no I/O."""
+    rows: list[dict[str, Any]] = []
+    rejections: list[ItemRejection] = []
+    for item in items:
+        row: dict[str, Any] = {
+            "batch_id": batch_id,
+            "item_index": item.index,
+            "subscription_id": None,
+            "amount_minor": None,
+            "currency": None,
+            "item_metadata": None,
+            "raw": item.raw or None,
+            "state": "queued",
+            "error_code": None,
+            "error_message": None,
+        }
+        if isinstance(item.subscription_id, str):
+            row["subscription_id"] = item.subscription_id.strip()[:200] or None
+        try:
+            row["amount_minor"], row["currency"], row["item_metadata"] = _checked(item, subscriptions)
+        except BillingError as exc:
+            row.update(state="rejected", error_code=exc.code, error_message=exc.detail[:500])
+            rejections.append(ItemRejection(item.index, row["subscription_id"], exc.code, exc.detail))
+        rows.append(row)
+    return rows, rejections
+
+
 async def receive_items(
     session: Session,
     clock: Clock,
@@ -248,31 +277,11 @@ async def receive_items(
         total=len(items),
         created_at=now,
     )
-    rows: list[dict[str, Any]] = []
-    rejections: list[ItemRejection] = []
-    for position, item in enumerate(items):
-        if position % _YIELD_EVERY == _YIELD_EVERY - 1:
-            await anyio.lowlevel.checkpoint()  # a large upload lets other requests in between
-        row: dict[str, Any] = {
-            "batch_id": batch.id,
-            "item_index": item.index,
-            "subscription_id": None,
-            "amount_minor": None,
-            "currency": None,
-            "item_metadata": None,
-            "raw": item.raw or None,
-            "state": "queued",
-            "error_code": None,
-            "error_message": None,
-        }
-        if isinstance(item.subscription_id, str):
-            row["subscription_id"] = item.subscription_id.strip()[:200] or None
-        try:
-            row["amount_minor"], row["currency"], row["item_metadata"] = _checked(item, subscriptions)
-        except BillingError as exc:
-            row.update(state="rejected", error_code=exc.code, error_message=exc.detail[:500])
-            rejections.append(ItemRejection(item.index, row["subscription_id"], exc.code, exc.detail))
-        rows.append(row)
+    if len(items) > _VALIDATE_IN_THREAD_FROM:
+        # A large upload is validated in a worker thread: the event loop keeps serving requests.
+        rows, rejections = await anyio.to_thread.run_sync(_item_rows, batch.id, items, subscriptions)
+    else:
+        rows, rejections = _item_rows(batch.id, items, subscriptions)
     batch.rejected = len(rejections)
     batch.accepted = batch.total - batch.rejected
     if batch.accepted == 0:

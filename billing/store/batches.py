@@ -23,7 +23,7 @@ from billing.store.models import Batch, BatchItem, Charge, Subscription
 # Bind parameters per IN (...) list: far below SQLite's 32,766 and PostgreSQL's 65,535.
 _IN_CHUNK = 5000
 # Rows per insert statement; bounds the memory of one statement's parameters.
-_INSERT_CHUNK = 5000
+_INSERT_CHUNK = 1000  # rows per statement: each chunk's preparation runs on the event loop
 
 _ITEM = BatchItem.metadata.tables["batch_item"]
 _BATCH = Batch.metadata.tables["batch"]

@@ -260,3 +260,51 @@ async def test_a_login_is_accepted_once(merchant: Any) -> None:
     assert first.status_code == 200
     assert (again.status_code, code(again)) == (401, "7604")
     assert "replay" in message_of(again)
+
+
+async def test_login_does_the_same_work_for_unknown_and_known_clients(
+    merchant: Any, runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Timing must not tell which client ids exist: one query and one verification either way."""
+    from types import SimpleNamespace
+
+    from sqlalchemy import event
+
+    import billing.services.auth as auth_module
+
+    real = auth_module.Ed25519PublicKey
+    work = {"statements": 0, "verifications": 0}
+
+    class Counting:
+        def __init__(self, key: Any) -> None:
+            self.key = key
+
+        def verify(self, signature: bytes, message: bytes) -> None:
+            work["verifications"] += 1
+            self.key.verify(signature, message)
+
+    monkeypatch.setattr(
+        auth_module,
+        "Ed25519PublicKey",
+        SimpleNamespace(from_public_bytes=lambda raw: Counting(real.from_public_bytes(raw))),
+    )
+
+    def count(*_: Any) -> None:
+        work["statements"] += 1
+
+    event.listen(runtime.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        seen = []
+        for client_id in (merchant.id, "cli_01JXNOBODYNOBODYNOBODYNOBO"):
+            work.update(statements=0, verifications=0)
+            ts = str(int(merchant.timestamp()) - 11)
+            bad = merchant.sign(f"{client_id}.{int(ts) - 1}".encode())  # a signature of another message
+            response = await merchant.http.post(
+                "/v1/auth/login", json={"clientId": client_id, "timestamp": ts, "signature": bad}
+            )
+            assert (response.status_code, code(response)) == (401, "7604")
+            seen.append((response.json()["message"], dict(work)))
+    finally:
+        event.remove(runtime.engine.sync_engine, "before_cursor_execute", count)
+    assert seen[0] == seen[1]
+    assert seen[0][1]["verifications"] == 1
