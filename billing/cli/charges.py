@@ -132,7 +132,12 @@ def upload(file: Path, client_id: str, drain: bool, wait: bool, results_path: Pa
             async with transaction(runtime.sessions) as session:
                 await load_client(session, client_id)
                 receipt = await csv_intake.receive_csv(
-                    session, runtime.clock, client_id=client_id, content=content, filename=file.name
+                    session,
+                    runtime.clock,
+                    client_id=client_id,
+                    content=content,
+                    filename=file.name,
+                    max_rows=settings.ondemand.csv_max_rows,
                 )
             batch = receipt.batch
             click.echo(
