@@ -77,7 +77,5 @@ def database_unavailable(exc: BaseException) -> bool:
         seen.add(id(current))
         if isinstance(current, OperationalError | InterfaceError | DisconnectionError | SATimeoutError):
             return True
-        if isinstance(current, ConnectionError):
-            return True
         current = current.__cause__ or current.__context__
     return False
