@@ -22,7 +22,8 @@ _STATE_KEY = "merchant"
 MERCHANT_PATHS_OUTSIDE_V1 = frozenset({"/transactions"})
 
 
-def _needs_auth(path: str) -> bool:
+def needs_auth(path: str) -> bool:
+    """Whether a path is a merchant route: Bearer token required, writes signed."""
     if path.startswith("/v1/"):
         return not path.startswith("/v1/auth/")
     return path.rstrip("/") in MERCHANT_PATHS_OUTSIDE_V1
@@ -30,7 +31,8 @@ def _needs_auth(path: str) -> bool:
 
 async def authenticate_request(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Guard: resolve the merchant from the token and check the request signature on writes."""
-    if not _needs_auth(connection.url.path):
+    # OPTIONS only lists the methods of a path: it reveals nothing and needs no token.
+    if not needs_auth(connection.url.path) or connection.scope.get("method") == "OPTIONS":
         return
     runtime: Runtime = connection.app.state.runtime
     secret = runtime.settings.jwt_secret()

@@ -19,6 +19,7 @@ from typing import Any
 
 from billing.domain.clock import Clock
 from billing.domain.errors import BillingError
+from billing.domain.json_depth import MAX_JSON_DEPTH, nests_deeper_than
 from billing.services.ondemand import BatchReceipt, ItemInput, ItemOutcome, receive_items
 from billing.store.engine import Session
 
@@ -87,9 +88,15 @@ def _row_item(names: list[str], row: list[str], line: int) -> ItemInput:
     if problem is None and cells.get("metadata"):
         try:
             metadata = json.loads(cells["metadata"], parse_float=Decimal)
-        except ValueError:
+        except (ValueError, RecursionError):
             problem = BillingError(
                 "CHECK_PARAMETERS", message="metadata is not valid JSON.", field="metadata"
+            )
+        if nests_deeper_than(metadata):
+            metadata, problem = None, BillingError(
+                "CHECK_PARAMETERS",
+                message=f"metadata nests deeper than {MAX_JSON_DEPTH} levels.",
+                field="metadata",
             )
     return ItemInput(
         index=line,
