@@ -45,15 +45,29 @@ _NOT_AN_OBJECT = re.compile(r"Input should be a valid dictionary or instance of 
 _LOCATION_TAGS = re.compile(r"(\.(int|str|float|bool|decimal|list\[.*?\]|dict\[.*?\]|function-\w+\[.*?\]))+$")
 
 
-def _merchant_field(key: str) -> str:
-    return _LOCATION_TAGS.sub("", key)
+_MISSING_PARAMETER = re.compile(r"Missing required \w+ parameter '([^']+)'")
+
+
+def _merchant_field(request: Request[Any, Any, Any], key: str) -> str:
+    """The name the merchant sent: the query/header name of a parameter, not its Python name."""
+    key = _LOCATION_TAGS.sub("", key)
+    try:
+        parameter = request.route_handler.parsed_fn_signature.parameters.get(key)
+    except Exception:  # noqa: BLE001 - unrouted requests have no handler signature
+        parameter = None
+    definition = getattr(parameter, "kwarg_definition", None)
+    for alias in ("query", "header", "cookie", "name"):
+        name = getattr(definition, alias, None)
+        if isinstance(name, str) and name:
+            return name
+    return key
 
 
 def _merchant_message(message: str) -> str:
     return _NOT_AN_OBJECT.sub("must be a JSON object", message)
 
 
-def _validation_items(exc: ValidationException) -> list[ErrorItem]:
+def _validation_items(request: Request[Any, Any, Any], exc: ValidationException) -> list[ErrorItem]:
     row = spec("CHECK_PARAMETERS")
     items: list[ErrorItem] = []
     seen: set[str] = set()
@@ -61,7 +75,7 @@ def _validation_items(exc: ValidationException) -> list[ErrorItem]:
     for entry in extra:
         if not isinstance(entry, dict):
             continue
-        key = _merchant_field(str(entry.get("key") or ""))
+        key = _merchant_field(request, str(entry.get("key") or ""))
         if key in seen:  # one entry per field: the union members it failed add nothing
             continue
         seen.add(key)
@@ -72,6 +86,8 @@ def _validation_items(exc: ValidationException) -> list[ErrorItem]:
             key, message = "", "The request body is empty: send a JSON object."
         where = f"{key}: " if key else ""
         items.append(ErrorItem(row.code, f"{where}{message}", key or None))
+    if not items and (missing := _MISSING_PARAMETER.match(exc.detail or "")):
+        items.append(ErrorItem(row.code, f"{missing.group(1)} is required.", missing.group(1)))
     if not items:
         detail = exc.detail if exc.detail and exc.detail != "Bad Request" else row.message
         items.append(ErrorItem(row.code, detail))
@@ -81,7 +97,7 @@ def _validation_items(exc: ValidationException) -> list[ErrorItem]:
 def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     status = exc.status_code
     if isinstance(exc, ValidationException) or status == 400:
-        items = _validation_items(exc) if isinstance(exc, ValidationException) else []
+        items = _validation_items(request, exc) if isinstance(exc, ValidationException) else []
         if not items:
             detail = (
                 exc.detail if exc.detail and exc.detail != "Bad Request" else spec("CHECK_PARAMETERS").message

@@ -39,9 +39,18 @@ from billing.store.engine import Session
 _UPLOAD_BODY_LIMIT = csv_intake.CSV_MAX_BYTES + 64 * 1024
 _READ_CHUNK = 1024 * 1024
 
+# Indexes are positions in a batch or CSV line numbers: far below 2**31, and a bound keeps
+# absurd values (2**63 and up) away from the database's integer columns.
+MAX_AFTER = 2**31 - 1
 After = Annotated[
     int | None,
-    QueryParameter(name="after", description="Return items after this index (the previous nextAfter)."),
+    QueryParameter(
+        name="after",
+        ge=0,
+        le=MAX_AFTER,
+        description="Return items after this index (the previous nextAfter).",
+        schema_extra={"minimum": 0},
+    ),
 ]
 Limit = Annotated[
     int, QueryParameter(name="limit", ge=1, le=ondemand.MAX_BATCH_ITEMS, description="Items per page.")
@@ -50,7 +59,8 @@ StateFilter = Annotated[
     str | None,
     QueryParameter(
         name="state",
-        description="Only items in this state (queued, rejected, pending, succeeded, failed, unknown).",
+        description="Only items in this state.",
+        schema_extra={"enum": ["queued", "rejected", "pending", "succeeded", "failed", "unknown"]},
     ),
 ]
 
@@ -216,7 +226,13 @@ class ChargesController(Controller):
         merchant: NamedDependency[AuthenticatedClient],
         tracking_id: FromPath[str],
         output: Annotated[
-            str, QueryParameter(name="format", pattern="^(json|csv)$", description="json (default) or csv")
+            str,
+            QueryParameter(
+                name="format",
+                pattern="^(json|csv)$",
+                schema_extra={"enum": ["json", "csv"]},
+                description="json (default) or csv",
+            ),
         ] = "json",
         after: After = None,
         limit: Limit = ondemand.MAX_BATCH_ITEMS,

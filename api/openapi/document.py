@@ -247,6 +247,16 @@ def _error_response(status: int, path: str, description: str | None = None) -> d
     return response
 
 
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query or path value is never JSON null: ``oneOf [X, null]`` is published as X."""
+    for keyword in ("oneOf", "anyOf"):
+        options = [o for o in schema.get(keyword, []) if o.get("type") != "null"]
+        if keyword in schema and len(options) == 1:
+            rest = {k: v for k, v in schema.items() if k != keyword}
+            return {**options[0], **rest}
+    return schema
+
+
 def _parameters(operation: dict[str, Any], extra: list[dict[str, Any]]) -> None:
     present = {(p.get("in"), p.get("name", "").lower()) for p in operation.get("parameters", [])}
     params = operation.setdefault("parameters", [])
@@ -277,6 +287,8 @@ def build_contract(app: Litestar, base: dict[str, Any]) -> dict[str, Any]:
 
     for path, method, handler, body in plan:
         operation = document["paths"][path][method.lower()]
+        for parameter in operation.get("parameters", []):
+            parameter["schema"] = _not_null(parameter.get("schema", {}))
         operation_id = operation.get("operationId", "")
         recorded = examples.get(operation_id, {})
         merchant = needs_auth(path)
