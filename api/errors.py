@@ -53,7 +53,7 @@ def _merchant_field(request: Request[Any, Any, Any], key: str) -> str:
     key = _LOCATION_TAGS.sub("", key)
     try:
         parameter = request.route_handler.parsed_fn_signature.parameters.get(key)
-    except Exception:  # noqa: BLE001 - unrouted requests have no handler signature
+    except Exception:
         parameter = None
     definition = getattr(parameter, "kwarg_definition", None)
     for alias in ("query", "header", "cookie", "name"):

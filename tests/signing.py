@@ -23,7 +23,9 @@ class Signer:
         self.clock = clock
         self._signed: set[bytes] = set()
 
-    def signed_headers(self, method: str, target: str, idempotency_key: str | None, body: bytes) -> dict[str, str]:
+    def signed_headers(
+        self, method: str, target: str, idempotency_key: str | None, body: bytes
+    ) -> dict[str, str]:
         """``X-Timestamp`` and ``X-Signature`` for a write of ``body`` to ``target`` (path and query)."""
         seconds = int(self.clock())
         while True:

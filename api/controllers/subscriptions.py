@@ -26,7 +26,7 @@ from billing.services.auth import AuthenticatedClient
 from billing.services.runtime import Runtime
 
 
-def RequiredText(*, name: str, description: str) -> Any:  # noqa: N802 - reads as a type in signatures
+def RequiredText(*, name: str, description: str) -> Any:
     """A required query parameter with at least one non-space character."""
     return QueryParameter(name=name, description=description, min_length=1, schema_extra={"pattern": r"\S"})
 

@@ -82,7 +82,12 @@ IDEMPOTENCY_HEADER: dict[str, Any] = {
         "Optional. A retry with the same key and body within 24 hours replays the first answer "
         "(header Idempotent-Replayed: true); the same key with another body answers 409 (7700)."
     ),
-    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH, "examples": ["order-42-attempt-1"]},
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
+        "examples": ["order-42-attempt-1"],
+    },
 }
 REQUEST_ID_HEADER: dict[str, Any] = {
     "description": "The request's id (yours from X-Request-Id, or ours); quoted in logs and in error answers.",
@@ -130,7 +135,12 @@ def _error_example(status: int, path: str) -> dict[str, Any]:
     entry: dict[str, Any] = {"code": row.code, "message": row.message}
     if status == 400:
         entry = {"code": row.code, "message": "plan.amount: must be a number", "field": "plan.amount"}
-    return {"success": False, "message": entry["message"], "errors": [entry], "requestId": "req_3f9c2a7b1d4e5f60"}
+    return {
+        "success": False,
+        "message": entry["message"],
+        "errors": [entry],
+        "requestId": "req_3f9c2a7b1d4e5f60",
+    }
 
 
 @cache
@@ -140,13 +150,15 @@ def recorded_examples() -> dict[str, Any]:
     return loaded
 
 
+_RENAMES = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+
+
 def _tidy(schema: Any, named: dict[str, Any]) -> Any:
     """Standard JSON Schema keywords for pydantic's leftovers; no per-property titles.
 
     A schema marked ``x-component: Name`` (a shared enum such as Currency) moves to ``named``
     and is replaced by a reference, so a generated client has one type for it.
     """
-    renames = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
     if isinstance(schema, list):
         return [_tidy(item, named) for item in schema]
     if not isinstance(schema, dict):
@@ -162,7 +174,7 @@ def _tidy(schema: Any, named: dict[str, Any]) -> Any:
         elif key in ("examples", "default", "const", "enum"):
             out[key] = value
         else:
-            out[renames.get(key, key)] = _tidy(value, named)
+            out[_RENAMES.get(key) or key] = _tidy(value, named)
     return out
 
 
@@ -218,7 +230,9 @@ def _model_schemas(
     keys, defs = models_json_schema(ordered, by_alias=True, ref_template=REF, schema_generator=_ContractNames)
     refs = {pair: value["$ref"].rsplit("/", 1)[-1] for pair, value in keys.items()}
     named: dict[str, Any] = {}
-    schemas = {name: {**_tidy(schema, named), "title": name} for name, schema in defs.get("$defs", {}).items()}
+    schemas = {
+        name: {**_tidy(schema, named), "title": name} for name, schema in defs.get("$defs", {}).items()
+    }
     return refs, {**schemas, **named}
 
 
@@ -312,6 +326,15 @@ def build_contract(app: Litestar, base: dict[str, Any]) -> dict[str, Any]:
                 "description": response.description,
                 "headers": {"X-Request-Id": REQUEST_ID_HEADER},
                 "content": {_media(response.media_type): media},
+            }
+        if handler.opt.get("csv_download"):
+            content = responses["200"]["content"]
+            if not content.get("application/json"):
+                content.pop("application/json", None)
+            content["text/csv"] = {
+                "schema": {"type": "string"},
+                "example": "line,subscriptionId,amount,metadata,chargeId,state,code,message\n"
+                "2,sub_01JH3Q9ZC0W5M1V7X8Y2K4N6P8,2.50,,chg_01JH3QA3T9K2M4N6P8R0S2T4V6,succeeded,,\n",
             }
         common = [500, 503]
         if operation.get("requestBody") or operation.get("parameters"):

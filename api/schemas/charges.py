@@ -100,7 +100,9 @@ class BatchItemOut(_Out):
     metadata: dict[str, Any] | None
     state: ItemState
     chargeId: str | None
-    chargeState: ChargeState | None = Field(description="The charge's current state (e.g. settled), if charged.")
+    chargeState: ChargeState | None = Field(
+        description="The charge's current state (e.g. settled), if charged."
+    )
     code: str | None = Field(description="Catalog code of a rejection or decline.")
     message: str | None
     input: dict[str, Any] | None = Field(None, description="The item as received (rejected items only).")

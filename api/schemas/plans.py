@@ -15,7 +15,6 @@ from billing.services import plans as rules
 from billing.services.plans import PlanTerms
 from billing.store.models import Plan
 
-
 PlanTypeOut = Literal["interval", "fixedDay", "anniversary"]
 
 
@@ -96,7 +95,9 @@ class PlanFields(WireModel):
 class PlanIn(PlanFields):
     """A new plan: name, amount, currency and type are required."""
 
-    name: Text = Field(max_length=200, description="Shown on cardholder statements.", examples=["Pro Monthly"])
+    name: Text = Field(
+        max_length=200, description="Shown on cardholder statements.", examples=["Pro Monthly"]
+    )
     amount: Money
     currency: Currency
     type: PlanType

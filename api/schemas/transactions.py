@@ -17,7 +17,9 @@ class TransactionIn(WireModel):
 
     amount: Money
     currency: Currency
-    user_id: Text = Field(max_length=200, description="The cardholder in your system.", examples=["cardholder-42"])
+    user_id: Text = Field(
+        max_length=200, description="The cardholder in your system.", examples=["cardholder-42"]
+    )
     external_id: Text | None = Field(
         None, max_length=200, description="Your reference; unique per client (7006)."
     )

@@ -32,8 +32,8 @@ from pydantic import (
     StringConstraints,
     WithJsonSchema,
 )
-from pydantic.json_schema import JsonSchemaValue
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
 from api.envelope import Envelope, ErrorEnvelope
@@ -57,7 +57,7 @@ MONEY_IN_SCHEMA: dict[str, Any] = {
         {"type": "number", "exclusiveMinimum": 0, "examples": [29.9]},
     ],
     "description": (
-        "Money, exact: a decimal string (\"29.90\", recommended for generated clients: no float is "
+        'Money, exact: a decimal string ("29.90", recommended for generated clients: no float is '
         "involved) or a JSON number (read as an exact decimal, never a float). " + MONEY_PRECISION
     ),
 }
@@ -128,6 +128,8 @@ Text = Annotated[
 """A JSON string with at least one non-space character (leading and trailing spaces are dropped)."""
 Integer = Annotated[int, BeforeValidator(_json_integer)]
 """A JSON integer (not a string of digits, not 3.0, not a boolean)."""
+
+
 class _JsonNumberSchema:
     """Publish a Decimal as a JSON number (pydantic's default also offers a string), bounds kept."""
 
@@ -227,16 +229,20 @@ ERROR_TEXT = {
 }
 
 
-def responses(ok_status: int, model: Any, description: str, *errors: int) -> dict[int, ResponseSpec]:
+def responses(
+    ok_status: int, model: Any, description: str, *errors: int, authenticated: bool = True
+) -> dict[int, ResponseSpec]:
     """OpenAPI responses of a handler: the enveloped success model and its own error statuses.
 
+    ``model`` None: the success answer is not JSON (the contract adds its media type).
     The statuses every operation can answer (400, 401, 405, 413, 415, 500, ...) are added by
     the contract (api/openapi) from the route's kind; `errors` are the ones this route adds.
     """
+    container = Envelope[model] if model is not None else None
     specs = {
-        ok_status: ResponseSpec(data_container=Envelope[model], description=description, generate_examples=False)
+        ok_status: ResponseSpec(data_container=container, description=description, generate_examples=False)
     }
-    for status in (400, 401, *errors):
+    for status in ((400, 401) if authenticated else ()) + errors:
         specs[status] = ResponseSpec(
             data_container=ErrorEnvelope,
             description=ERROR_TEXT.get(status, HTTPStatus(status).phrase),

@@ -93,10 +93,13 @@ def _row_item(names: list[str], row: list[str], line: int) -> ItemInput:
                 "CHECK_PARAMETERS", message="metadata is not valid JSON.", field="metadata"
             )
         if nests_deeper_than(metadata):
-            metadata, problem = None, BillingError(
-                "CHECK_PARAMETERS",
-                message=f"metadata nests deeper than {MAX_JSON_DEPTH} levels.",
-                field="metadata",
+            metadata, problem = (
+                None,
+                BillingError(
+                    "CHECK_PARAMETERS",
+                    message=f"metadata nests deeper than {MAX_JSON_DEPTH} levels.",
+                    field="metadata",
+                ),
             )
     return ItemInput(
         index=line,

@@ -141,9 +141,7 @@ def items_from_json(data: Sequence[Any]) -> list[ItemInput]:
         }
         if entry.get("metadata") is not None:
             raw["metadata"] = json_safe(entry.get("metadata"))
-        items.append(
-            ItemInput(index, entry.get("subscriptionId"), amount, entry.get("metadata"), raw=raw)
-        )
+        items.append(ItemInput(index, entry.get("subscriptionId"), amount, entry.get("metadata"), raw=raw))
     return items
 
 

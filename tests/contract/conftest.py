@@ -42,7 +42,9 @@ class LiveEngine:
         command += ["--private-key-out", str(key_file), "--json"]
         if not signing:
             command.append("--no-signing")
-        done = subprocess.run(command, env=self.env, cwd=self.workdir, capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            command, env=self.env, cwd=self.workdir, capture_output=True, text=True, check=True
+        )
         return json.loads(done.stdout)["clientId"], key_file.read_text()
 
 
@@ -65,7 +67,9 @@ class PublishedSchemas:
         self.document = document
         self.components = document.get("components", {})
 
-    def response_schema(self, operation: dict[str, Any], status: int, media_type: str) -> dict[str, Any] | None:
+    def response_schema(
+        self, operation: dict[str, Any], status: int, media_type: str
+    ) -> dict[str, Any] | None:
         responses = operation.get("responses", {})
         described = responses.get(str(status)) or responses.get("default")
         if described is None:
@@ -82,4 +86,6 @@ class PublishedSchemas:
         """Every way ``instance`` breaks ``schema`` (refs resolved in the document's components)."""
         root = {**schema, "components": self.components}
         validator = jsonschema_rs.Draft202012Validator(root, validate_formats=True)
-        return [f"{'/'.join(map(str, e.instance_path))}: {e.message}" for e in validator.iter_errors(instance)]
+        return [
+            f"{'/'.join(map(str, e.instance_path))}: {e.message}" for e in validator.iter_errors(instance)
+        ]
