@@ -119,7 +119,7 @@ class SubscriptionsController(Controller):
     @put(
         "/",
         operation_id="UpdateSubscription",
-        responses=responses(200, SubscriptionOut, "Subscription updated", 404),
+        responses=responses(200, SubscriptionOut, "Subscription updated", 403, 404),
     )
     async def update_subscription(
         self,

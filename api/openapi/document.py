@@ -54,7 +54,7 @@ SIGNING_HEADERS: list[dict[str, Any]] = [
             "Unix time in seconds when the request was signed; within 5 minutes of the server's clock. "
             "Required on every write unless signing is switched off for a sandbox client (7604 without it)."
         ),
-        "schema": {"type": "string", "pattern": "^[0-9]{1,12}$", "examples": ["1767225600"]},
+        "schema": {"type": "string", "examples": ["1767225600"]},
     },
     {
         "name": "X-Signature",
@@ -64,14 +64,19 @@ SIGNING_HEADERS: list[dict[str, Any]] = [
             "Base64 Ed25519 signature of the signed message by one of the client's keys "
             "(docs/authentication.md). Required together with X-Timestamp."
         ),
-        "schema": {"type": "string", "maxLength": 200, "examples": ["q1d2…base64…=="]},
+        "schema": {
+            "type": "string",
+            "examples": [
+                "3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=="
+            ],
+        },
     },
     {
         "name": "X-Signature-Version",
         "in": "header",
         "required": False,
         "description": "Signing scheme of X-Signature (docs/authentication.md); absent means the body-only scheme.",
-        "schema": {"type": "string", "pattern": "^[12]$"},
+        "schema": {"type": "string", "examples": ["2"]},
     },
 ]
 IDEMPOTENCY_HEADER: dict[str, Any] = {
@@ -79,7 +84,7 @@ IDEMPOTENCY_HEADER: dict[str, Any] = {
     "in": "header",
     "required": False,
     "description": (
-        "Optional. A retry with the same key and body within 24 hours replays the first answer "
+        "Optional; printable ASCII. A retry with the same key and body within 24 hours replays the first answer "
         "(header Idempotent-Replayed: true); the same key with another body answers 409 (7700)."
     ),
     "schema": {

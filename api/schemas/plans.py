@@ -58,10 +58,11 @@ class FrequencyIn(WireModel):
 class PlanFields(WireModel):
     """Every plan field; on PUT all are optional and only those sent change."""
 
-    name: Text | None = Field(None, max_length=200, description="Shown on cardholder statements.")
-    amount: Money | None = None
-    currency: Currency | None = None
-    type: PlanType | None = None
+    # Sent or not, never null: a plan always has these four.
+    name: Text = Field(None, max_length=200, description="Shown on cardholder statements.")  # type: ignore[assignment]
+    amount: Money = None  # type: ignore[assignment]
+    currency: Currency = None  # type: ignore[assignment]
+    type: PlanType = None  # type: ignore[assignment]
     frequency: FrequencyIn | None = None
     methods: list[Text] | None = Field(None, description="Processor slugs allowed; empty = any installed.")
     installments: list[Annotated[Integer, Field(ge=1, le=120)]] | None = None

@@ -83,6 +83,9 @@ def _json_string(value: Any) -> Any:
 
 
 def _json_integer(value: Any) -> Any:
+    # JSON has one number type: 30.0 is the integer 30 (as JSON Schema says), "30" is not.
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise _wrong_type("an integer")
     return value
@@ -127,7 +130,7 @@ Text = Annotated[
 ]
 """A JSON string with at least one non-space character (leading and trailing spaces are dropped)."""
 Integer = Annotated[int, BeforeValidator(_json_integer)]
-"""A JSON integer (not a string of digits, not 3.0, not a boolean)."""
+"""A JSON integer (3 or 3.0; not a string of digits, not 3.5, not a boolean)."""
 
 
 class _JsonNumberSchema:

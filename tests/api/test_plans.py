@@ -114,7 +114,7 @@ BAD_PLANS: list[tuple[dict[str, Any], int, str, str | None]] = [
     ({"frequency": {"day": 1}}, 400, "7000", "plan.frequency.frequency"),
     ({"frequency": {"frequency": 0}}, 400, "7000", "plan.frequency.frequency"),
     ({"frequency": {"frequency": "30"}}, 400, "7000", "plan.frequency.frequency"),
-    ({"frequency": {"frequency": Decimal("30.0")}}, 400, "7000", "plan.frequency.frequency"),
+    ({"frequency": {"frequency": Decimal("30.5")}}, 400, "7000", "plan.frequency.frequency"),
     ({"type": "anniversary", "frequency": {"frequency": 0}}, 400, "7000", "plan.frequency.frequency"),
     ({"methods": ["fac-2"]}, 404, "7005", "plan.methods"),
     ({"methods": "sandbox"}, 400, "7000", "plan.methods"),
