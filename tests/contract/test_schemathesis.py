@@ -59,7 +59,7 @@ def test_schemathesis_finds_no_failure(live_engine: LiveEngine) -> None:
     }
     command = [str(Path(sys.executable).parent / "st"), "run", f"{live_engine.base_url}/schema/openapi.json"]
     command += ["--checks", "all", "--max-examples", str(EXAMPLES_PER_OPERATION), "--seed", str(SEED)]
-    command += ["--generation-deterministic", "--workers", "1", "--no-color", "--request-timeout", "30"]
+    command += ["--generation-deterministic", "--workers", "1", "--no-color", "--request-timeout", "10"]
     command += ["--report", "junit", "--report-dir", str(live_engine.workdir / "schemathesis")]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
     output = done.stdout + done.stderr
