@@ -80,6 +80,9 @@ def _plan_fields(plan: dict[str, Any], *, new: bool) -> None:
     if plan.get("autoRenewal") is False:
         plan.pop("cycles", None)
     if not new:
+        # The term must fit the stored plan's other term fields too: leave both as stored.
+        plan.pop("autoRenewal", None)
+        plan.pop("cycles", None)
         plan.pop("type", None)
         plan.pop("frequency", None)
         plan.pop("currency", None)
