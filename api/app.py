@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from decimal import Decimal
 from typing import Any
 
-import msgspec
 from litestar import Litestar, Router
 from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.serialization import msgspec_hooks
+from litestar.routes import HTTPRoute
 
 from api.auth import authenticate_request, provide_merchant
 from api.controllers import auth as auth_routes
@@ -28,18 +24,14 @@ from api.controllers.transactions import create_transaction
 from api.errors import EXCEPTION_HANDLERS
 from api.idempotency import IDEMPOTENCY_EXCEPTION_HANDLERS, claim_idempotency_key, idempotency_middleware
 from api.input_hygiene import refuse_unsafe_input
-from api.middleware import request_log_middleware
+from api.middleware import options_allow_middleware, request_log_middleware
+from api.openapi import openapi_config
+from api.requests import BillingRequest
 from billing import __version__
 from billing.clock import SystemClock
 from billing.domain.clock import Clock
 from billing.services.runtime import Runtime, build_runtime
 from billing.settings import Settings, load_settings
-
-# Amounts are money: JSON numbers must reach validation as exact decimals, never as floats.
-# Litestar decodes request bodies with this module-level msgspec decoder.
-msgspec_hooks._msgspec_json_decoder = msgspec.json.Decoder(
-    dec_hook=msgspec_hooks.default_deserializer, float_hook=Decimal
-)
 
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
 
@@ -78,14 +70,6 @@ def create_app(
         finally:
             await runtime.aclose()
 
-    openapi = OpenAPIConfig(
-        title="billing-engine API",
-        version=__version__,
-        description="Subscription billing with on-demand charging, speaking the Migo recurring-payments API.",
-        path="/schema",
-        use_handler_docstrings=True,
-        render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
-    )
     config = AppConfig(
         route_handlers=[Router(path="/", route_handlers=_route_handlers())],
         dependencies={"runtime": Provide(provide_runtime), "merchant": Provide(provide_merchant)},
@@ -93,12 +77,16 @@ def create_app(
         # only for input that passed the edge checks.
         guards=[authenticate_request, refuse_unsafe_input, claim_idempotency_key],
         exception_handlers={**EXCEPTION_HANDLERS, **IDEMPOTENCY_EXCEPTION_HANDLERS},
-        openapi_config=openapi,
+        openapi_config=openapi_config(__version__),
+        # JSON bodies: exact decimals, bounded nesting, media type checked (api/requests.py).
+        request_class=BillingRequest,
         lifespan=[runtime_lifespan, *extra_lifespans],
         request_max_body_size=settings.server.max_request_bytes,
         debug=False,
     )
     app = Litestar.from_config(config)
+    allowed = {r.path: ", ".join(sorted(r.methods)) for r in app.routes if isinstance(r, HTTPRoute)}
+    handler = options_allow_middleware(idempotency_middleware(app.asgi_handler), allowed)
     # Outermost layer, so unrouted requests (404, 405) get a request id and a log line too.
-    app.asgi_handler = request_log_middleware(idempotency_middleware(app.asgi_handler))
+    app.asgi_handler = request_log_middleware(handler)
     return app

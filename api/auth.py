@@ -23,7 +23,8 @@ _SIGNATURE_KEY = "signature_to_consume"
 MERCHANT_PATHS_OUTSIDE_V1 = frozenset({"/transactions"})
 
 
-def _needs_auth(path: str) -> bool:
+def needs_auth(path: str) -> bool:
+    """Whether a path is a merchant route: Bearer token required, writes signed."""
     if path.startswith("/v1/"):
         return not path.startswith("/v1/auth/")
     return path.rstrip("/") in MERCHANT_PATHS_OUTSIDE_V1
@@ -37,7 +38,8 @@ async def authenticate_request(connection: ASGIConnection[Any, Any, Any, Any], _
     Idempotency-Key: the key's rule comes first (a retry of a finished request gets the stored
     answer), so ``claim_idempotency_key`` uses the signature up once the request is known to run.
     """
-    if not _needs_auth(connection.url.path):
+    # OPTIONS only lists the methods of a path: it reveals nothing and needs no token.
+    if not needs_auth(connection.url.path) or connection.scope.get("method") == "OPTIONS":
         return
     runtime: Runtime = connection.app.state.runtime
     secret = runtime.settings.jwt_secret()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from litestar import Request, Response
@@ -20,7 +21,11 @@ def request_id_of(request: Request[Any, Any, Any]) -> str | None:
 
 
 def error_response(
-    request: Request[Any, Any, Any], status: int, message: str, items: list[ErrorItem]
+    request: Request[Any, Any, Any],
+    status: int,
+    message: str,
+    items: list[ErrorItem],
+    headers: dict[str, str] | None = None,
 ) -> Response[dict[str, Any]]:
     body: dict[str, Any] = {
         "success": False,
@@ -28,24 +33,62 @@ def error_response(
         "errors": [item.as_dict() for item in items],
         "requestId": request_id_of(request),
     }
-    return Response(body, status_code=status)
+    return Response(body, status_code=status, headers=headers)
 
 
 def on_billing_error(request: Request[Any, Any, Any], exc: BillingError) -> Response[dict[str, Any]]:
     return error_response(request, exc.status, exc.detail, exc.items())
 
 
-def _validation_items(exc: ValidationException) -> list[ErrorItem]:
+# Pydantic names the model class when a value is not an object; the merchant sent JSON, not a class.
+_NOT_AN_OBJECT = re.compile(r"Input should be a valid dictionary or instance of \w+")
+# Pydantic appends the union member tried (`timestamp.int`) or a validator tag to the location.
+_LOCATION_TAGS = re.compile(r"(\.(int|str|float|bool|decimal|list\[.*?\]|dict\[.*?\]|function-\w+\[.*?\]))+$")
+
+
+_MISSING_PARAMETER = re.compile(r"Missing required \w+ parameter '([^']+)'")
+
+
+def _merchant_field(request: Request[Any, Any, Any], key: str) -> str:
+    """The name the merchant sent: the query/header name of a parameter, not its Python name."""
+    key = _LOCATION_TAGS.sub("", key)
+    try:
+        parameter = request.route_handler.parsed_fn_signature.parameters.get(key)
+    except Exception:
+        parameter = None
+    definition = getattr(parameter, "kwarg_definition", None)
+    for alias in ("query", "header", "cookie", "name"):
+        name = getattr(definition, alias, None)
+        if isinstance(name, str) and name:
+            return name
+    return key
+
+
+def _merchant_message(message: str) -> str:
+    return _NOT_AN_OBJECT.sub("must be a JSON object", message)
+
+
+def _validation_items(request: Request[Any, Any, Any], exc: ValidationException) -> list[ErrorItem]:
     row = spec("CHECK_PARAMETERS")
     items: list[ErrorItem] = []
+    seen: set[str] = set()
     extra = exc.extra if isinstance(exc.extra, list) else []
     for entry in extra:
         if not isinstance(entry, dict):
             continue
-        key = entry.get("key")
-        message = str(entry.get("message") or row.message)
+        key = _merchant_field(request, str(entry.get("key") or ""))
+        if key in seen:  # one entry per field: the union members it failed add nothing
+            continue
+        seen.add(key)
+        message = _merchant_message(str(entry.get("message") or row.message))
+        if not key and message == "must be a JSON object":
+            message = "The request body must be a JSON object."
+        if key == "data" and entry.get("message") == "'data'":  # no body at all
+            key, message = "", "The request body is empty: send a JSON object."
         where = f"{key}: " if key else ""
-        items.append(ErrorItem(row.code, f"{where}{message}", str(key) if key else None))
+        items.append(ErrorItem(row.code, f"{where}{message}", key or None))
+    if not items and (missing := _MISSING_PARAMETER.match(exc.detail or "")):
+        items.append(ErrorItem(row.code, f"{missing.group(1)} is required.", missing.group(1)))
     if not items:
         detail = exc.detail if exc.detail and exc.detail != "Bad Request" else row.message
         items.append(ErrorItem(row.code, detail))
@@ -55,7 +98,7 @@ def _validation_items(exc: ValidationException) -> list[ErrorItem]:
 def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     status = exc.status_code
     if isinstance(exc, ValidationException) or status == 400:
-        items = _validation_items(exc) if isinstance(exc, ValidationException) else []
+        items = _validation_items(request, exc) if isinstance(exc, ValidationException) else []
         if not items:
             detail = (
                 exc.detail if exc.detail and exc.detail != "Bad Request" else spec("CHECK_PARAMETERS").message
@@ -70,6 +113,7 @@ def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
         404: "NOT_FOUND",
         405: "METHOD_NOT_ALLOWED",
         413: "PAYLOAD_TOO_LARGE",
+        415: "UNSUPPORTED_MEDIA_TYPE",
         503: "SERVICE_UNAVAILABLE",
     }.get(status)
     if name is None:
@@ -79,7 +123,9 @@ def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
         return error_response(request, status, exc.detail or row.message, [ErrorItem(row.code, exc.detail)])
     row = spec(name)
     message = row.message
-    return error_response(request, row.status, message, [ErrorItem(row.code, message)])
+    # 405 says which methods the path takes (RFC 9110); Litestar puts them on the exception.
+    allow = {"Allow": exc.headers["allow"]} if exc.headers and "allow" in exc.headers else None
+    return error_response(request, row.status, message, [ErrorItem(row.code, message)], allow)
 
 
 RETRY_AFTER_SECONDS = 5

@@ -59,6 +59,21 @@ def check_text(field: str, value: str, *, allow_whitespace: bool = True, cards: 
         raise _card(field)
 
 
+def _check_key(parent: str, key: str, *, cards: bool) -> None:
+    """An object key is never echoed back when it is the problem: the error names its parent."""
+    where = parent or "body"
+    if has_control_character(key, allow_whitespace=False):
+        raise BillingError(
+            "CHECK_PARAMETERS", message=f"A key of {where} contains a control character.", field=where
+        )
+    if cards and holds_card_number(key):
+        raise BillingError(
+            "INVALID_CARD_DATA",
+            message=f"A key of {where} looks like a card number. Card numbers go only in cardInfo.",
+            field=where,
+        )
+
+
 def _join(parent: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{parent}[{key}]"
@@ -77,8 +92,8 @@ def check_document(document: Any) -> None:
         elif isinstance(value, dict):
             for key, item in value.items():
                 key_text = str(key)
+                _check_key(field, key_text, cards=cards)
                 name = _join(field, key_text)
-                check_text(name, key_text, allow_whitespace=False, cards=cards)
                 stack.append((name, item, cards and key_text not in CARD_FIELDS, depth + 1))
         elif isinstance(value, list):
             stack.extend((_join(field, index), item, cards, depth + 1) for index, item in enumerate(value))
@@ -89,7 +104,7 @@ def check_target(path: str, query: bytes) -> None:
     if has_control_character(path, allow_whitespace=False):
         raise _control("path")
     for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-        check_text(name if name.isprintable() else "query", name, allow_whitespace=False, cards=False)
+        _check_key("query", name, cards=False)
         check_text(name, value, allow_whitespace=False)
 
 

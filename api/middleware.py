@@ -48,3 +48,29 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
             )
 
     return middleware
+
+
+def options_allow_middleware(app: ASGIApp, allowed: dict[str, str]) -> ASGIApp:
+    """Answer OPTIONS with every method of the path, not only those of the path's first handler.
+
+    Litestar builds a path's OPTIONS answer when the path's first handler is registered, so a
+    path served by several handlers (POST and PUT /v1/plans) would list only the first one's
+    methods. ``allowed`` maps each route's path template to its full ``Allow`` value.
+    """
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "OPTIONS":
+            await app(scope, receive, send)
+            return
+
+        async def send_wrapper(message: Message) -> None:
+            methods = allowed.get(str(scope.get("path_template", "")))
+            if message["type"] == "http.response.start" and methods:
+                headers = [(k, v) for k, v in message.get("headers") or [] if k.lower() != b"allow"]
+                headers.append((b"allow", methods.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await app(scope, receive, send_wrapper)
+
+    return middleware

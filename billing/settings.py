@@ -132,7 +132,7 @@ class WorkerSettings(_Section):
 
 class OndemandSettings(_Section):
     csv_max_rows: int = Field(
-        50_000, ge=1, le=1_000_000, description="Charge rows one CSV upload may hold (7021 beyond)"
+        50_000, ge=1, le=1_000_000, description="Charge rows one CSV upload may hold (7022 beyond)"
     )
 
 

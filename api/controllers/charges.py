@@ -33,15 +33,25 @@ from billing.services.auth import AuthenticatedClient
 from billing.services.idempotency import Claim
 from billing.services.runtime import Runtime
 from billing.store.engine import Session
+from billing.store.models import Batch
 
 # Room for the multipart envelope around a file of exactly the limit; anything bigger is
 # refused by Litestar while reading (413, 7017) and the file's own size is checked below.
 _UPLOAD_BODY_LIMIT = csv_intake.CSV_MAX_BYTES + 64 * 1024
 _READ_CHUNK = 1024 * 1024
 
+# Indexes are positions in a batch or CSV line numbers: far below 2**31, and a bound keeps
+# absurd values (2**63 and up) away from the database's integer columns.
+MAX_AFTER = 2**31 - 1
 After = Annotated[
     int | None,
-    QueryParameter(name="after", description="Return items after this index (the previous nextAfter)."),
+    QueryParameter(
+        name="after",
+        ge=0,
+        le=MAX_AFTER,
+        description="Return items after this index (the previous nextAfter).",
+        schema_extra={"minimum": 0},
+    ),
 ]
 Limit = Annotated[
     int, QueryParameter(name="limit", ge=1, le=ondemand.MAX_BATCH_ITEMS, description="Items per page.")
@@ -50,7 +60,8 @@ StateFilter = Annotated[
     str | None,
     QueryParameter(
         name="state",
-        description="Only items in this state (queued, rejected, pending, succeeded, failed, unknown).",
+        description="Only items in this state.",
+        schema_extra={"enum": ["queued", "rejected", "pending", "succeeded", "failed", "unknown"]},
     ),
 ]
 
@@ -214,6 +225,7 @@ class ChargesController(Controller):
         # declares the CSV type and the JSON answer is a Response that carries its own.
         media_type="text/csv; charset=utf-8",
         responses=responses(200, BatchStatus, "Upload found (or its results as text/csv)", 404),
+        opt={"csv_download": True},  # the contract publishes the text/csv answer of ?format=csv
     )
     async def get_upload(
         self,
@@ -221,7 +233,13 @@ class ChargesController(Controller):
         merchant: NamedDependency[AuthenticatedClient],
         tracking_id: FromPath[str],
         output: Annotated[
-            str, QueryParameter(name="format", pattern="^(json|csv)$", description="json (default) or csv")
+            str,
+            QueryParameter(
+                name="format",
+                pattern="^(json|csv)$",
+                schema_extra={"enum": ["json", "csv"]},
+                description="json (default) or csv",
+            ),
         ] = "json",
         after: After = None,
         limit: Limit = ondemand.MAX_BATCH_ITEMS,
@@ -240,17 +258,41 @@ class ChargesController(Controller):
                 )
                 return Response(render(batch_status(report), "Upload found"), media_type=MediaType.JSON)
 
-        async def rows() -> AsyncIterator[str]:
-            # The download outlives the handler: it reads pages in a session of its own.
-            async with runtime.sessions() as stream_session:
-                first = True
-                async for page in ondemand.outcome_pages(stream_session, batch):
-                    yield csv_intake.results_csv(page, header=first)
-                    first = False
-                if first:
-                    yield csv_intake.results_csv([], header=True)
+        return _results_csv(runtime, batch, tracking_id)
 
-        return Stream(
-            rows(),
-            headers={"Content-Disposition": f'attachment; filename="{tracking_id}-results.csv"'},
-        )
+    @get(
+        "/upload-csv/{tracking_id:str}/results.csv",
+        operation_id="DownloadChargesCsvResults",
+        media_type="text/csv; charset=utf-8",
+        responses=responses(200, None, "Every row's outcome as CSV", 404),
+        opt={"csv_download": True},
+    )
+    async def download_results(
+        self,
+        runtime: NamedDependency[Runtime],
+        merchant: NamedDependency[AuthenticatedClient],
+        tracking_id: FromPath[str],
+    ) -> Stream:
+        """An upload's per-row results as CSV: the same file as ``?format=csv`` on the upload's status."""
+        async with runtime.sessions() as session:
+            batch = await ondemand.find_upload(session, merchant.id, tracking_id)
+        return _results_csv(runtime, batch, tracking_id)
+
+
+def _results_csv(runtime: Runtime, batch: Batch, tracking_id: str) -> Stream:
+    """Every row of an upload with its outcome, streamed as CSV."""
+
+    async def rows() -> AsyncIterator[str]:
+        # The download outlives the handler: it reads pages in a session of its own.
+        async with runtime.sessions() as stream_session:
+            first = True
+            async for page in ondemand.outcome_pages(stream_session, batch):
+                yield csv_intake.results_csv(page, header=first)
+                first = False
+            if first:
+                yield csv_intake.results_csv([], header=True)
+
+    return Stream(
+        rows(),
+        headers={"Content-Disposition": f'attachment; filename="{tracking_id}-results.csv"'},
+    )

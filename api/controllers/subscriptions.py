@@ -26,6 +26,11 @@ from billing.services.auth import AuthenticatedClient
 from billing.services.runtime import Runtime
 
 
+def RequiredText(*, name: str, description: str) -> Any:
+    """A required query parameter with at least one non-space character."""
+    return QueryParameter(name=name, description=description, min_length=1, schema_extra={"pattern": r"\S"})
+
+
 def _required(value: str | None, name: str) -> str:
     if value is None or not value.strip():
         raise BillingError("CHECK_PARAMETERS", message=f"{name} is required.", field=name)
@@ -80,10 +85,8 @@ class SubscriptionsController(Controller):
         self,
         runtime: NamedDependency[Runtime],
         merchant: NamedDependency[AuthenticatedClient],
-        user_id: Annotated[str | None, QueryParameter(name="userId", description="Required.")] = None,
-        client_id: Annotated[
-            str | None, QueryParameter(name="clientId", description="Required; your client id.")
-        ] = None,
+        user_id: Annotated[str, RequiredText(name="userId", description="The cardholder.")],
+        client_id: Annotated[str, RequiredText(name="clientId", description="Your client id.")],
     ) -> dict[str, Any]:
         """A cardholder's subscriptions (all statuses), newest first.
 
@@ -116,7 +119,7 @@ class SubscriptionsController(Controller):
     @put(
         "/",
         operation_id="UpdateSubscription",
-        responses=responses(200, SubscriptionOut, "Subscription updated", 404),
+        responses=responses(200, SubscriptionOut, "Subscription updated", 403, 404),
     )
     async def update_subscription(
         self,
@@ -170,9 +173,7 @@ class SubscriptionsController(Controller):
         self,
         runtime: NamedDependency[Runtime],
         merchant: NamedDependency[AuthenticatedClient],
-        subscription_id: Annotated[
-            str | None, QueryParameter(name="subscriptionId", description="Required.")
-        ] = None,
+        subscription_id: Annotated[str, RequiredText(name="subscriptionId", description="The subscription.")],
     ) -> dict[str, Any]:
         """The subscription's charges as a flat array, newest first (no paging, as Migo).
 

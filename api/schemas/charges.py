@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from billing.services.ondemand import BatchReceipt, BatchReport, ItemOutcome, ItemRejection, totals_of
+from api.schemas.wire import MONEY_PRECISION, Amount, CurrencyOut
+from billing.services.ondemand import (
+    MAX_BATCH_ITEMS,
+    BatchReceipt,
+    BatchReport,
+    ItemOutcome,
+    ItemRejection,
+    totals_of,
+)
 
-# The items of `data`, for the OpenAPI document: they are validated one by one by the service
-# (so that one bad item is rejected alone), not by this schema.
-CHARGE_ITEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["subscriptionId", "amount"],
-    "properties": {
-        "subscriptionId": {"type": "string", "description": "An active subscription of the same client."},
-        "amount": {
-            "type": "number",
-            "description": "In the subscription's currency, with at most its decimals (15.00 USD, 500 JPY).",
-        },
-        "metadata": {"type": "object", "description": "Optional free-form JSON object (at most 4 KB)."},
-    },
-}
+BatchState = Literal["queued", "processing", "completed"]
+ItemState = Literal["queued", "rejected", "pending", "succeeded", "failed", "unknown"]
+ChargeState = Literal["pending", "succeeded", "failed", "unknown", "settled"]
+
+# Each item of `data` is checked on its own by the service, so that one bad item is rejected
+# alone (in the 202 answer) and the others are charged: any JSON value is accepted as an item.
+CHARGE_ITEM_DESCRIPTION = (
+    "An item {subscriptionId, amount, metadata?}: subscriptionId an active subscription of yours; amount "
+    'a decimal string ("15.00") or a JSON number in the subscription\'s currency; metadata an optional '
+    "JSON object of at most 4 KB. Items are checked one by one: a bad item is rejected in the answer "
+    "(totals.rejected, errorsSample) and the others are charged. " + MONEY_PRECISION
+)
 
 
 class ChargeBatchIn(BaseModel):
@@ -31,12 +36,23 @@ class ChargeBatchIn(BaseModel):
 
     client: str = Field(min_length=1, max_length=64, description="Your client id (must match the token).")
     data: list[Any] = Field(
-        description="1..5000 items: {subscriptionId, amount, metadata?}.",
-        json_schema_extra={"items": CHARGE_ITEM_SCHEMA},
+        description=f"1..{MAX_BATCH_ITEMS} items.",
+        json_schema_extra={
+            "minItems": 1,
+            "maxItems": MAX_BATCH_ITEMS,
+            "items": {
+                "description": CHARGE_ITEM_DESCRIPTION,
+                "examples": [{"subscriptionId": "sub_01JH3Q9ZC0W5M1V7X8Y2K4N6P8", "amount": "15.00"}],
+            },
+        },
     )
 
 
-class BatchTotals(BaseModel):
+class _Out(BaseModel):
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+class BatchTotals(_Out):
     """received = accepted + rejected; inProgress = accepted items not yet succeeded or failed."""
 
     received: int
@@ -47,7 +63,7 @@ class BatchTotals(BaseModel):
     inProgress: int
 
 
-class RejectedItem(BaseModel):
+class RejectedItem(_Out):
     """A rejected item: its position (JSON) or line number (CSV), and why."""
 
     index: int = Field(description="Position in `data` (0-based), or the CSV line number.")
@@ -57,46 +73,48 @@ class RejectedItem(BaseModel):
     message: str
 
 
-class BatchReceived(BaseModel):
+class BatchReceived(_Out):
     clientId: str
     batchId: str
     trackingId: str | None = None
-    status: str = Field(description="queued | processing | completed")
+    status: BatchState
     totals: BatchTotals
     errorsSample: list[RejectedItem] = Field(description="The first rejected items (at most 20).")
 
 
-class CsvReceived(BaseModel):
+class CsvReceived(_Out):
     """Migo's CSV answer keeps ``trackingId`` at the top level; ``data`` adds the batch summary."""
 
-    success: bool = True
+    success: Literal[True] = True
     message: str = "File received"
     trackingId: str
     data: BatchReceived
 
 
-class BatchItemOut(BaseModel):
+class BatchItemOut(_Out):
     index: int = Field(description="Position in `data` (0-based), or the CSV line number.")
     line: int | None = Field(None, description="CSV line number (CSV uploads only).")
     subscriptionId: str | None
-    amount: Decimal | None = Field(description="Accepted amount in the subscription's currency.")
-    currency: str | None
+    amount: Amount | None = Field(description="Accepted amount in the subscription's currency.")
+    currency: CurrencyOut | None
     metadata: dict[str, Any] | None
-    state: str = Field(description="queued | rejected | pending | succeeded | failed | unknown")
+    state: ItemState
     chargeId: str | None
-    chargeState: str | None = Field(description="The charge's current state (e.g. settled), if charged.")
+    chargeState: ChargeState | None = Field(
+        description="The charge's current state (e.g. settled), if charged."
+    )
     code: str | None = Field(description="Catalog code of a rejection or decline.")
     message: str | None
     input: dict[str, Any] | None = Field(None, description="The item as received (rejected items only).")
 
 
-class BatchStatus(BaseModel):
+class BatchStatus(_Out):
     clientId: str
     batchId: str
     trackingId: str | None
-    source: str = Field(description="json | csv")
+    source: Literal["json", "csv"]
     filename: str | None
-    status: str = Field(description="queued | processing | completed")
+    status: BatchState
     createdAt: datetime
     completedAt: datetime | None
     totals: BatchTotals

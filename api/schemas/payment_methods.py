@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import Field
 
@@ -72,7 +73,7 @@ class PaymentMethodOut(OutModel):
     exp_month: int | None
     exp_year: int | None
     alias: str | None
-    status: str = Field(description="active | removed")
+    status: Literal["active", "removed"]
     created_at: datetime
 
 

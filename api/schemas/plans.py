@@ -3,23 +3,54 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 
-from api.schemas.wire import Amount, Flag, Integer, Number, OutModel, Text, WireModel
+from api.schemas.wire import Amount, Currency, Flag, Integer, Money, Number, OutModel, Text, WireModel
 from billing.domain.errors import BillingError
 from billing.domain.money import from_minor
+from billing.services import plans as rules
 from billing.services.plans import PlanTerms
 from billing.store.models import Plan
+
+PlanTypeOut = Literal["interval", "fixedDay", "anniversary"]
+
+
+def _plan_type(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise PydanticCustomError("wrong_type", "must be a string")
+    text = value.strip()
+    if text == "automatic":
+        raise PydanticCustomError(
+            "plan_type",
+            "'automatic' is not supported: no installed processor schedules charges itself. "
+            "Use interval, fixedDay or anniversary.",
+        )
+    return text
+
+
+PlanType = Annotated[
+    PlanTypeOut,
+    BeforeValidator(_plan_type),
+    Field(description="interval | fixedDay | anniversary ('automatic' is refused: 7000)."),
+]
 
 
 class FrequencyIn(WireModel):
     """When the plan charges. `frequency`: days (interval) or months (anniversary, default 1);
     `day`: day of the month (fixedDay, 1..31). The other field of each type is ignored."""
 
-    frequency: Integer | None = Field(None, description="Days (interval) or months (anniversary).")
-    day: Integer | None = Field(None, description="Day of the month, 1..31 (fixedDay).")
+    frequency: Integer | None = Field(
+        None,
+        ge=0,
+        le=rules.MAX_INTERVAL_DAYS,
+        description=f"Days between charges (interval, 1..{rules.MAX_INTERVAL_DAYS}) or months "
+        f"(anniversary, 1..{rules.MAX_ANNIVERSARY_MONTHS}, default 1); ignored for fixedDay.",
+        examples=[30],
+    )
+    day: Integer | None = Field(None, ge=1, le=31, description="Day of the month, 1..31 (fixedDay).")
     short_description: Text | None = Field(None, max_length=200)
     long_description: Text | None = Field(None, max_length=2000)
 
@@ -27,32 +58,50 @@ class FrequencyIn(WireModel):
 class PlanFields(WireModel):
     """Every plan field; on PUT all are optional and only those sent change."""
 
-    name: Text | None = Field(None, max_length=200, description="Shown on cardholder statements.")
-    amount: Number | None = Field(None, description="A JSON number with at most the currency's decimals.")
-    currency: Text | None = Field(None, max_length=3, description="ISO 4217, e.g. USD, GTQ, JPY.")
-    type: Text | None = Field(None, description="interval | fixedDay | anniversary ('automatic' is refused).")
+    # Sent or not, never null: a plan always has these four.
+    name: Text = Field(None, max_length=200, description="Shown on cardholder statements.")  # type: ignore[assignment]
+    amount: Money = None  # type: ignore[assignment]
+    currency: Currency = None  # type: ignore[assignment]
+    type: PlanType = None  # type: ignore[assignment]
     frequency: FrequencyIn | None = None
     methods: list[Text] | None = Field(None, description="Processor slugs allowed; empty = any installed.")
-    installments: list[Integer] | None = None
+    installments: list[Annotated[Integer, Field(ge=1, le=120)]] | None = None
     auto_renewal: Flag | None = Field(None, description="false means a single paid cycle.")
-    cycles: Integer | None = Field(None, description="Paid cycles of a fixed term; null = until cancelled.")
-    trial_days: Integer | None = Field(None, description="Days before the first charge (0 = charge at once).")
-    daily_attempts: Integer | None = Field(
-        None, description="Charge attempts in a grace episode, the first included."
+    cycles: Integer | None = Field(
+        None, ge=1, le=rules.MAX_CYCLES, description="Paid cycles of a fixed term; null = until cancelled."
     )
-    interval_attempt: Number | None = Field(None, description="Hours between attempts (default from config).")
-    grace_days: Integer | None = Field(None, description="Days in grace after the first failure.")
+    trial_days: Integer | None = Field(
+        None, ge=0, le=rules.MAX_TRIAL_DAYS, description="Days before the first charge (0 = charge at once)."
+    )
+    daily_attempts: Integer | None = Field(
+        None,
+        ge=1,
+        le=rules.MAX_DAILY_ATTEMPTS,
+        description="Charge attempts in a grace episode, the first included.",
+    )
+    interval_attempt: Number | None = Field(
+        None,
+        gt=0,
+        le=rules.MAX_INTERVAL_ATTEMPT_HOURS,
+        description="Hours between attempts (default from config).",
+        examples=[24],
+    )
+    grace_days: Integer | None = Field(
+        None, ge=0, le=rules.MAX_GRACE_DAYS, description="Days in grace after the first failure."
+    )
     grace_policy: Text | None = Field(None, description="A named policy from config/billing.toml.")
-    days_notify_expiring_card: Integer | None = None
+    days_notify_expiring_card: Integer | None = Field(None, ge=0, le=rules.MAX_NOTIFY_DAYS)
 
 
 class PlanIn(PlanFields):
     """A new plan: name, amount, currency and type are required."""
 
-    name: Text = Field(max_length=200, description="Shown on cardholder statements.")
-    amount: Number = Field(description="A JSON number with at most the currency's decimals.")
-    currency: Text = Field(max_length=3, description="ISO 4217, e.g. USD, GTQ, JPY.")
-    type: Text = Field(description="interval | fixedDay | anniversary ('automatic' is refused).")
+    name: Text = Field(
+        max_length=200, description="Shown on cardholder statements.", examples=["Pro Monthly"]
+    )
+    amount: Money
+    currency: Currency
+    type: PlanType
 
 
 class CreatePlanIn(WireModel):
@@ -86,7 +135,7 @@ class PlanOut(OutModel):
     name: str
     amount: Amount
     currency: str
-    type: str
+    type: PlanTypeOut
     frequency: FrequencyOut
     methods: list[str]
     installments: list[int]
@@ -94,11 +143,11 @@ class PlanOut(OutModel):
     cycles: int | None
     trial_days: int
     daily_attempts: int | None
-    interval_attempt: float | None = Field(description="Hours.")
+    interval_attempt: float | None = Field(description="Hours between attempts.")
     grace_days: int | None
     grace_policy: str | None
     days_notify_expiring_card: int | None
-    status: str
+    status: Literal["active"] = Field(description="active (plans are never deleted)")
     created_at: datetime
     updated_at: datetime
 

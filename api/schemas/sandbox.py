@@ -8,14 +8,27 @@ from pydantic import Field
 
 from api.schemas.wire import Number, OutModel, Text, WireModel
 from billing.domain.errors import BillingError
-from billing.services.sandbox_clock import SandboxClock
+from billing.services.sandbox_clock import MAX_JUMP, SandboxClock
+
+MAX_ADVANCE_SECONDS = int(MAX_JUMP.total_seconds())
 
 
 class AdvanceClockIn(WireModel):
-    """Exactly one of `to` (an ISO-8601 instant with an offset) and `advanceSeconds`."""
+    """Exactly one of `to` (an ISO-8601 instant with an offset) and `advanceSeconds` (7000 otherwise)."""
 
-    to: Text | None = Field(None, examples=["2026-03-01T00:00:00Z"])
-    advance_seconds: Number | None = Field(None, examples=[86400])
+    to: Text | None = Field(
+        None,
+        description="An ISO-8601 instant with an offset, later than the client's now.",
+        examples=["2026-03-01T00:00:00Z"],
+        json_schema_extra={"format": "date-time"},
+    )
+    advance_seconds: Number | None = Field(
+        None,
+        gt=0,
+        le=MAX_ADVANCE_SECONDS,
+        description="Seconds to move forward: more than 0, at most 3660 days.",
+        examples=[86400],
+    )
 
     def target(self) -> datetime | None:
         """`to` as an aware datetime (7000 naming `to` when it is not ISO-8601)."""

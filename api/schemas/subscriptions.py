@@ -8,14 +8,14 @@ sent (`2026-03-31T00:00:00-04:00`); bookkeeping timestamps are UTC.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field
 
 from api.schemas.cards import CardInfoIn
 from api.schemas.payment_methods import PaymentMethodOut, payment_method_out
-from api.schemas.wire import Amount, Email, Flag, OutModel, Text, WireModel
+from api.schemas.wire import Amount, CurrencyOut, Email, Flag, OutModel, Text, WireModel
 from billing.domain.errors import BillingError
 from billing.domain.money import from_minor
 from billing.services.enrolment import VerifyCardRequest
@@ -84,10 +84,10 @@ class SubscriptionOut(OutModel):
     user_id: str
     plan_uid: str
     trx_uid: str | None
-    currency: str
+    currency: CurrencyOut
     notification_email: str | None
-    status: str = Field(description="active | cancelled | inactive | expired")
-    renewal_status: str = Field(description="current | in_grace")
+    status: Literal["active", "cancelled", "inactive", "expired"]
+    renewal_status: Literal["current", "in_grace"]
     timezone: str = Field(description="The client's time zone at enrolment; renewal dates are local to it.")
     anchor_date: date
     next_renewal_date: datetime | None = Field(description="When the next charge is due; null once stopped.")
@@ -109,10 +109,10 @@ class ChargeOut(OutModel):
 
     id: str
     subscription_id: str | None
-    kind: str = Field(description="enrolment | renewal | on_demand")
-    state: str = Field(description="pending | succeeded | failed | unknown | settled")
+    kind: Literal["enrolment", "renewal", "on_demand"]
+    state: Literal["pending", "succeeded", "failed", "unknown", "settled"]
     amount: Amount
-    currency: str
+    currency: CurrencyOut
     payment_method_id: str | None
     processor: str
     attempt: int
@@ -131,7 +131,7 @@ class EnrolmentOut(OutModel):
     """What verify-card did."""
 
     transaction_uid: str
-    verified: bool = True
+    verified: Literal[True] = True
     payment_method: PaymentMethodOut
     subscription: SubscriptionOut | None
     charge: ChargeOut | None

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import Field
 
-from api.schemas.wire import Amount, Number, OutModel, Text, WireModel
+from api.schemas.wire import Amount, Currency, CurrencyOut, Money, OutModel, Text, WireModel
 from billing.domain.money import from_minor
 from billing.store.models import Transaction
 
@@ -14,9 +15,11 @@ from billing.store.models import Transaction
 class TransactionIn(WireModel):
     """The transaction an enrolment will be verified against (its amount is pre-authorized)."""
 
-    amount: Number = Field(description="A JSON number with at most the currency's decimals.")
-    currency: Text = Field(max_length=3, description="ISO 4217.")
-    user_id: Text = Field(max_length=200, description="The cardholder in your system.")
+    amount: Money
+    currency: Currency
+    user_id: Text = Field(
+        max_length=200, description="The cardholder in your system.", examples=["cardholder-42"]
+    )
     external_id: Text | None = Field(
         None, max_length=200, description="Your reference; unique per client (7006)."
     )
@@ -32,10 +35,10 @@ class TransactionOut(OutModel):
         alias="URL", description="Hosted enrolment page; null (this engine has none: call verify-card)."
     )
     amount: Amount
-    currency: str
+    currency: CurrencyOut
     user_id: str
     external_id: str | None
-    status: str = Field(description="created | enrolling | used")
+    status: Literal["created", "enrolling", "used"]
     created_at: datetime
 
 

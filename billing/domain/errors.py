@@ -39,7 +39,10 @@ _ROWS: tuple[ErrorSpec, ...] = (
     ErrorSpec("7018", "INVALID_FILE", 400, "The uploaded file could not be read."),
     ErrorSpec("7019", "SERVICE_UNAVAILABLE", 503, "A required service is unavailable; retry later."),
     ErrorSpec("7020", "SANDBOX_ONLY", 403, "This operation is only available to sandbox clients."),
-    ErrorSpec("7021", "CSV_TOO_MANY_ROWS", 413, "The file has more rows than one upload may hold; split it."),
+    ErrorSpec(
+        "7021", "UNSUPPORTED_MEDIA_TYPE", 415, "Send the body as application/json (Content-Type header)."
+    ),
+    ErrorSpec("7022", "CSV_TOO_MANY_ROWS", 413, "The file has more rows than one upload may hold; split it."),
     # Resources (7040-7099)
     ErrorSpec("7040", "PLAN_NOT_FOUND", 404, "Plan not found."),
     ErrorSpec("7041", "SUBSCRIPTION_NOT_FOUND", 404, "Subscription not found."),

@@ -2,7 +2,7 @@
 
 A file that cannot be read as CSV (not UTF-8 text, binary, no header, no rows) is refused
 whole with 7018 INVALID_FILE naming the line; a file with more rows than the operator allows
-(``ondemand.csv_max_rows``, 50,000 by default) with 7021. Inside a readable file every row stands
+(``ondemand.csv_max_rows``, 50,000 by default) with 7022. Inside a readable file every row stands
 alone: a bad row (a control character, a card number, a bad amount...) is stored as rejected with
 its line number and the good rows are still charged. Items are keyed by their line number, so
 reports and the results CSV point at the merchant's own file.
@@ -28,6 +28,7 @@ import anyio
 from billing.domain.card_numbers import holds_card_number
 from billing.domain.clock import Clock
 from billing.domain.errors import BillingError
+from billing.domain.json_depth import MAX_JSON_DEPTH, nests_deeper_than
 from billing.domain.text import has_control_character
 from billing.services.ondemand import BatchReceipt, ItemInput, ItemOutcome, receive_items
 from billing.store.engine import Session
@@ -122,9 +123,18 @@ def _row_item(names: list[str], row: list[str], line: int) -> ItemInput:
     if problem is None and cells.get("metadata"):
         try:
             metadata = json.loads(cells["metadata"], parse_float=Decimal)
-        except ValueError:
+        except (ValueError, RecursionError):
             problem = BillingError(
                 "CHECK_PARAMETERS", message="metadata is not valid JSON.", field="metadata"
+            )
+        if nests_deeper_than(metadata):
+            metadata, problem = (
+                None,
+                BillingError(
+                    "CHECK_PARAMETERS",
+                    message=f"metadata nests deeper than {MAX_JSON_DEPTH} levels.",
+                    field="metadata",
+                ),
             )
     return ItemInput(
         index=line,
@@ -137,7 +147,7 @@ def _row_item(names: list[str], row: list[str], line: int) -> ItemInput:
 
 
 def parse_charges_csv(content: bytes, *, max_rows: int = CSV_MAX_ROWS) -> list[ItemInput]:
-    """The rows of a charges CSV as items (index = line number); raises 7017, 7018 or 7021 for the file."""
+    """The rows of a charges CSV as items (index = line number); raises 7017, 7018 or 7022 for the file."""
     if len(content) > CSV_MAX_BYTES:
         raise BillingError(
             "PAYLOAD_TOO_LARGE",

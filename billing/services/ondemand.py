@@ -10,6 +10,7 @@ in with one bulk insert, so 5,000 items are accepted in well under a second.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -110,9 +111,16 @@ def totals_of(batch: Batch | CompletedBatch) -> dict[str, int]:
 
 
 def json_safe(value: Any) -> Any:
-    """A copy of decoded JSON that the JSON columns can store (decimals become numbers)."""
+    """A copy of decoded JSON that the JSON columns can store (decimals become numbers).
+
+    Callers bound the nesting first (request bodies at the edge, CSV metadata on parsing).
+    A decimal beyond float range is kept as its text: JSON columns cannot hold infinity.
+    """
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        if value == value.to_integral_value():
+            return int(value)
+        number = float(value)
+        return number if math.isfinite(number) else str(value)
     if isinstance(value, Mapping):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -128,24 +136,15 @@ def items_from_json(data: Sequence[Any]) -> list[ItemInput]:
             not_object = BillingError("CHECK_PARAMETERS", message="Each item must be a JSON object.")
             items.append(ItemInput(index, None, None, raw={"item": json_safe(entry)}, problem=not_object))
             continue
+        # A JSON number (an exact decimal) or a decimal string ("15.00"), as everywhere else.
         amount = entry.get("amount")
-        problem: BillingError | None = None
-        if isinstance(amount, str):
-            # JSON amounts are numbers (exact decimals); a quoted amount is a client bug worth naming.
-            problem = BillingError(
-                "INVALID_FORMAT_AMOUNT", message="amount must be a JSON number, not a string.", field="amount"
-            )
         raw = {
             "subscriptionId": json_safe(entry.get("subscriptionId")),
             "amount": str(amount) if isinstance(amount, Decimal | int) else json_safe(amount),
         }
         if entry.get("metadata") is not None:
             raw["metadata"] = json_safe(entry.get("metadata"))
-        items.append(
-            ItemInput(
-                index, entry.get("subscriptionId"), amount, entry.get("metadata"), raw=raw, problem=problem
-            )
-        )
+        items.append(ItemInput(index, entry.get("subscriptionId"), amount, entry.get("metadata"), raw=raw))
     return items
 
 

@@ -150,7 +150,8 @@ async def test_a_card_number_in_a_metadata_key_is_refused(merchant: Any) -> None
         "data": [{"subscriptionId": "sub_x", "amount": 1, "metadata": {CARD: "x"}}],
     }
     response = await merchant.post("/v1/subscriptions/charges", json=body)
-    assert error_of(response) == (400, "7204", f"data[0].metadata.{CARD}")
+    assert error_of(response) == (400, "7204", "data[0].metadata")
+    assert "4242" not in response.text
 
 
 async def test_ordinary_text_passes_the_edge(merchant: Any) -> None:

@@ -81,11 +81,23 @@ async def test_auto_renewal_false_means_one_cycle(merchant: Any) -> None:
     assert (plan["autoRenewal"], plan["cycles"]) == (False, 1)
 
 
+@pytest.mark.parametrize(("sent", "currency", "shown"), [("29.90", "USD", "29.90"), ("500", "JPY", "500")])
+async def test_an_amount_sent_as_a_decimal_string_is_kept_exact(
+    merchant: Any, sent: str, currency: str, shown: str
+) -> None:
+    """Generated clients send money as decimal strings; the answer is the same JSON number."""
+    response = await merchant.post("/v1/plans", json=plan_body(amount=sent, currency=currency))
+
+    assert Decimal(str(data_of(response, 201)["amount"])) == Decimal(shown)
+    assert f'"amount":{shown},' in response.text
+
+
 BAD_PLANS: list[tuple[dict[str, Any], int, str, str | None]] = [
     ({"name": DROP}, 400, "7000", "plan.name"),
     ({"name": "   "}, 400, "7000", "plan.name"),
     ({"amount": DROP}, 400, "7000", "plan.amount"),
-    ({"amount": "29.90"}, 400, "7000", "plan.amount"),
+    ({"amount": "29.90 USD"}, 400, "7000", "plan.amount"),
+    ({"amount": "1e3"}, 400, "7000", "plan.amount"),
     ({"amount": True}, 400, "7000", "plan.amount"),
     ({"amount": 0}, 400, "7001", "plan.amount"),
     ({"amount": -5}, 400, "7001", "plan.amount"),
@@ -102,7 +114,7 @@ BAD_PLANS: list[tuple[dict[str, Any], int, str, str | None]] = [
     ({"frequency": {"day": 1}}, 400, "7000", "plan.frequency.frequency"),
     ({"frequency": {"frequency": 0}}, 400, "7000", "plan.frequency.frequency"),
     ({"frequency": {"frequency": "30"}}, 400, "7000", "plan.frequency.frequency"),
-    ({"frequency": {"frequency": Decimal("30.0")}}, 400, "7000", "plan.frequency.frequency"),
+    ({"frequency": {"frequency": Decimal("30.5")}}, 400, "7000", "plan.frequency.frequency"),
     ({"type": "anniversary", "frequency": {"frequency": 0}}, 400, "7000", "plan.frequency.frequency"),
     ({"methods": ["fac-2"]}, 404, "7005", "plan.methods"),
     ({"methods": "sandbox"}, 400, "7000", "plan.methods"),

@@ -33,6 +33,7 @@ CSV_UPLOAD = "/v1/subscriptions/charges/upload-csv"
 # Routes with {parameters} that are not tenant resource ids (with the reason).
 NO_RESOURCE_ID_ROUTES = {
     "/schema/{path:str}": "OpenAPI documentation assets: public, no tenant data",
+    "/schema/assets/{name:str}": "Swagger UI files from the installed package: public, no tenant data",
 }
 
 # Names that carry the tenant itself: filled with the requester's own id in the 404 sweep and

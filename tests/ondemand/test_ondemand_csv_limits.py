@@ -23,12 +23,12 @@ def settings(settings: Any) -> Any:
     return settings.model_copy(update={"ondemand": OndemandSettings(csv_max_rows=4)})
 
 
-async def test_a_file_over_the_row_cap_is_7021(merchant: Any, subscriptions: Any) -> None:
+async def test_a_file_over_the_row_cap_is_7022(merchant: Any, subscriptions: Any) -> None:
     sub = await subscriptions.one(merchant.id)
     rows = "".join(f"{sub.id},1.00,\n" for _ in range(5))
     response = await upload(merchant, f"subscriptionId,amount,metadata\n{rows}".encode())
     status, code, message = error_of(response)
-    assert (status, code) == (413, "7021")
+    assert (status, code) == (413, "7022")
     assert "more than 4 charge rows" in message
     assert "line 6" in message
     at_cap = await upload(

@@ -77,7 +77,7 @@ async def test_each_bad_item_is_rejected_with_its_own_code(
         {"subscriptionId": good.id, "amount": Decimal("1.00"), "metadata": [1, 2]},  # 11 7000
         {"amount": Decimal("1.00")},  # 12 7000 (no subscriptionId)
         {"subscriptionId": good.id},  # 13 7000 (no amount)
-        {"subscriptionId": good.id, "amount": "12.00"},  # 14 7002 (a string)
+        {"subscriptionId": good.id, "amount": "12.00 USD"},  # 14 7002 (not a decimal)
         "not an object",  # 15 7000
         {"subscriptionId": good.id, "amount": True},  # 16 7002
     ]
