@@ -40,12 +40,15 @@ def running_engine(workdir: Path, **settings: str) -> Iterator[tuple[str, dict[s
         "BILLING_LOG_LEVEL": "WARNING",
         **settings,
     }
+    # The server's log goes to a file: a pipe nobody reads fills up and blocks the server's logging.
+    log_path = workdir / "serve.log"
+    log_file = log_path.open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "billing.cli", "serve", "--port", str(port)],
         cwd=workdir,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log_file,
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -53,7 +56,7 @@ def running_engine(workdir: Path, **settings: str) -> Iterator[tuple[str, dict[s
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if server.poll() is not None:
-                raise RuntimeError(f"billing serve exited:\n{server.stderr.read() if server.stderr else ''}")
+                raise RuntimeError(f"billing serve exited:\n{log_path.read_text()}")
             try:
                 httpx.get(f"{base}/health", timeout=1)
                 break
@@ -67,3 +70,4 @@ def running_engine(workdir: Path, **settings: str) -> Iterator[tuple[str, dict[s
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+        log_file.close()
