@@ -7,7 +7,9 @@ import re
 from typing import Any
 
 from litestar import Request, Response
+from litestar.enums import ParamType
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.params import ParameterKwarg
 
 from billing.domain.errors import BillingError, ErrorItem, spec
 from billing.store.engine import database_unavailable
@@ -46,7 +48,30 @@ _NOT_AN_OBJECT = re.compile(r"Input should be a valid dictionary or instance of 
 _LOCATION_TAGS = re.compile(r"(\.(int|str|float|bool|decimal|list\[.*?\]|dict\[.*?\]|function-\w+\[.*?\]))+$")
 
 
-_MISSING_PARAMETER = re.compile(r"Missing required \w+ parameter '([^']+)'")
+_MISSING_PARAMETER = re.compile(r"Missing required (\w+) parameter '([^']+)'")
+
+
+def _missing_query_parameters(request: Request[Any, Any, Any]) -> list[str]:
+    """Every required query parameter the request lacks, in the handler's declared order.
+
+    The framework stops at the first missing one it happens to check, which is not a stable
+    order; listing them all in declaration order gives the same answer on every run.
+    """
+    names: list[str] = []
+    handler = request.route_handler
+    dependencies = handler.resolve_dependencies()
+    for field in handler.parsed_fn_signature.parameters.values():
+        kwarg = field.kwarg_definition
+        if field.name in dependencies or not isinstance(kwarg, ParameterKwarg):
+            continue
+        if kwarg.param_type is not ParamType.QUERY:
+            continue
+        if not field.is_required:
+            continue
+        alias = kwarg.name or kwarg.query or field.name
+        if alias not in request.query_params:
+            names.append(alias)
+    return names
 
 
 def _merchant_field(request: Request[Any, Any, Any], key: str) -> str:
@@ -88,7 +113,8 @@ def _validation_items(request: Request[Any, Any, Any], exc: ValidationException)
         where = f"{key}: " if key else ""
         items.append(ErrorItem(row.code, f"{where}{message}", key or None))
     if not items and (missing := _MISSING_PARAMETER.match(exc.detail or "")):
-        items.append(ErrorItem(row.code, f"{missing.group(1)} is required.", missing.group(1)))
+        names = (missing.group(1) == "query" and _missing_query_parameters(request)) or [missing.group(2)]
+        items.extend(ErrorItem(row.code, f"{name} is required.", name) for name in names)
     if not items:
         detail = exc.detail if exc.detail and exc.detail != "Bad Request" else row.message
         items.append(ErrorItem(row.code, detail))

@@ -37,7 +37,10 @@ async def test_list_needs_user_id_and_client_id(merchant: Any, enrolled: dict[st
     assert [s["id"] for s in found] == [enrolled["id"]]
     error_of(await merchant.get("/v1/subscriptions", params={"clientId": merchant.id}), 400, "7000", "userId")
     error_of(await merchant.get("/v1/subscriptions", params={"userId": "user-1"}), 400, "7000", "clientId")
-    error_of(await merchant.get("/v1/subscriptions"), 400, "7000", "userId")
+    neither = error_of(await merchant.get("/v1/subscriptions"), 400, "7000", "userId")
+    assert neither["message"] == "userId is required."
+    both = (await merchant.get("/v1/subscriptions")).json()["errors"]
+    assert [e["field"] for e in both] == ["userId", "clientId"]
     response = await merchant.get("/v1/subscriptions", params={"userId": "user-1", "clientId": "cli_other"})
     error_of(response, 403, "7605", "clientId")
     nobody = await merchant.get("/v1/subscriptions", params={"userId": "nobody", "clientId": merchant.id})
