@@ -21,6 +21,7 @@ from api.controllers.plans import PlansController
 from api.controllers.sandbox import SandboxClockController
 from api.controllers.subscriptions import SubscriptionsController
 from api.controllers.transactions import create_transaction
+from api.controllers.webhooks import EventsController, WebhookEndpointsController
 from api.errors import EXCEPTION_HANDLERS
 from api.idempotency import IDEMPOTENCY_EXCEPTION_HANDLERS, claim_idempotency_key, idempotency_middleware
 from api.input_hygiene import refuse_unsafe_input
@@ -42,6 +43,7 @@ def _route_handlers() -> list[Any]:
     handlers.append(ChargesController)
     handlers += [PlansController, create_transaction, SubscriptionsController, PaymentMethodsController]
     handlers.append(SandboxClockController)
+    handlers += [WebhookEndpointsController, EventsController]
     return handlers
 
 

@@ -136,6 +136,31 @@ class OndemandSettings(_Section):
     )
 
 
+class WebhookSettings(_Section):
+    timeout_seconds: float = Field(
+        10.0, gt=0, le=60, description="A delivery succeeds on a 2xx within this time"
+    )
+    backoff_base_seconds: float = Field(30.0, gt=0, le=3600, description="Ceiling of the first retry's delay")
+    backoff_max_seconds: float = Field(
+        6 * 3600.0, gt=0, le=7 * 24 * 3600, description="Largest ceiling of one retry's delay"
+    )
+    give_up_after_hours: float = Field(
+        7 * 24.0, gt=0, le=30 * 24, description="Retries stop this long after the event; then abandoned"
+    )
+    in_flight_per_endpoint: int = Field(8, ge=1, le=256, description="Deliveries in flight per endpoint")
+    in_flight: int = Field(256, ge=1, le=4096, description="Deliveries in flight per worker")
+    circuit_failures: int = Field(
+        5, ge=1, le=1000, description="Consecutive failures after which an endpoint is backed off"
+    )
+    circuit_seconds: float = Field(60.0, gt=0, le=24 * 3600, description="First back-off of an open circuit")
+    interval_seconds: float = Field(1.0, gt=0, le=60, description="How often the worker looks for deliveries")
+    event_retention_days: int = Field(30, ge=1, le=3650, description="Events are kept at least this long")
+    rotation_overlap_hours: float = Field(
+        24.0, ge=0, le=24 * 30, description="An old secret keeps signing this long after a rotation"
+    )
+    max_endpoints: int = Field(16, ge=1, le=1000, description="Endpoints one client may register")
+
+
 class GracePolicySettings(_Section):
     attempts: int = Field(4, ge=1, le=100, description="Charge attempts in an episode, the first included")
     interval_hours: float = Field(24.0, gt=0, le=24 * 31)
@@ -203,6 +228,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     worker: WorkerSettings = WorkerSettings()
     ondemand: OndemandSettings = OndemandSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     grace: GraceSettings = GraceSettings()
     processors: ProcessorsSettings = ProcessorsSettings()
     smtp: SmtpSettings = SmtpSettings()

@@ -24,6 +24,8 @@ from billing.services.ondemand_drain import run_ondemand
 from billing.services.pass_control import stop_when
 from billing.services.renewals import run_renewals
 from billing.services.runtime import Runtime
+from billing.services.webhooks.delivery import Deliverer
+from billing.services.webhooks.delivery import purge_pass as purge_events
 
 log = logging.getLogger("billing.worker")
 
@@ -43,6 +45,7 @@ def registered_passes() -> list[tuple[str, Pass]]:
     passes.append(("enrolment-recovery", enrolment_recovery.run))
     passes.append(("charge-reconciliation", charge_reconciliation.run))
     passes.append(("idempotency-purge", purge_idempotency_records))  # housekeeping, last
+    passes.append(("event-purge", purge_events))
     return passes
 
 
@@ -90,6 +93,25 @@ async def scheduler_running(runtime: Runtime, identity: str | None = None) -> As
         replace_existing=True,
         next_run_time=datetime.now(UTC),
     )
+    # Webhook deliveries have their own job: a round starts sends as tasks and returns, so a slow
+    # receiver never delays the billing tick, and the tick never delays deliveries.
+    deliverer = Deliverer(runtime, identity)
+
+    async def deliver() -> None:
+        if stopping.is_set():
+            return
+        try:
+            await deliverer.round()
+        except Exception:
+            log.exception("webhook round failed")
+
+    scheduler.add_job(
+        deliver,
+        IntervalTrigger(seconds=runtime.settings.webhooks.interval_seconds),
+        id="billing-webhooks",
+        replace_existing=True,
+        next_run_time=datetime.now(UTC),
+    )
     scheduler.start()
     log.info(
         "worker started", extra={"identity": identity, "interval": runtime.settings.worker.interval_seconds}
@@ -105,4 +127,6 @@ async def scheduler_running(runtime: Runtime, identity: str | None = None) -> As
         if in_flight:
             await asyncio.wait(set(in_flight), timeout=runtime.settings.worker.lease_seconds)
         scheduler.shutdown(wait=False)
+        # Deliveries in flight finish or run into their timeout; any cut short is sent again later.
+        await deliverer.aclose(runtime.settings.webhooks.timeout_seconds)
         log.info("worker stopped", extra={"identity": identity})

@@ -51,6 +51,8 @@ _ROWS: tuple[ErrorSpec, ...] = (
     ErrorSpec("7044", "CHARGE_NOT_FOUND", 404, "Charge not found."),
     ErrorSpec("7045", "WEBHOOK_ENDPOINT_NOT_FOUND", 404, "Webhook endpoint not found."),
     ErrorSpec("7046", "CLIENT_NOT_FOUND", 404, "Client not found."),
+    ErrorSpec("7047", "EVENT_NOT_FOUND", 404, "Event not found."),
+    ErrorSpec("7048", "WEBHOOK_DELIVERY_NOT_FOUND", 404, "Webhook delivery not found."),
     ErrorSpec("7050", "STATE_CONFLICT", 409, "The resource is not in a state that allows this operation."),
     ErrorSpec(
         "7051",
@@ -60,6 +62,12 @@ _ROWS: tuple[ErrorSpec, ...] = (
     ),
     ErrorSpec("7052", "TRANSACTION_ALREADY_USED", 409, "The transaction was already used for an enrolment."),
     ErrorSpec("7053", "PLAN_PROCESSOR_NOT_ALLOWED", 400, "The plan does not allow this processor."),
+    ErrorSpec(
+        "7054",
+        "WEBHOOK_ENDPOINT_LIMIT",
+        409,
+        "The client has as many webhook endpoints as allowed; delete one before adding another.",
+    ),
     # Users and cards (71xx, 72xx)
     ErrorSpec("7100", "USER_NOT_FOUND", 404, "User not found in the system."),
     ErrorSpec("7200", "CARD_NOT_FOUND", 404, "Card not found in the system."),

@@ -312,6 +312,8 @@ class Event(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_event_client_id", "client_id", "id"),
         sa.UniqueConstraint("subscription_id", "sequence"),
+        sa.Index("ix_event_undispatched", "dispatched_at", "id"),
+        sa.Index("ix_event_created", "client_id", "created_at"),
     )
 
     id: str = Field(primary_key=True, max_length=ID)
@@ -321,6 +323,7 @@ class Event(SQLModel, table=True):
     sequence: int | None = None  # per-subscription order
     payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSONColumn)
     created_at: datetime
+    dispatched_at: datetime | None = None  # deliveries created for the endpoints of its client
 
 
 class WebhookEndpoint(SQLModel, table=True):
@@ -331,10 +334,17 @@ class WebhookEndpoint(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=ID)
     client_id: str = Field(foreign_key="client.id", index=True, max_length=ID)
     url: str = Field(max_length=2000)
+    description: str | None = Field(default=None, max_length=500)
     secret: str = Field(max_length=100)
+    previous_secret: str | None = Field(default=None, max_length=100)  # still signs until the time below
+    previous_secret_until: datetime | None = None
     event_types: list[str] = Field(default_factory=list, sa_type=JSONColumn)  # empty = all
     status: str = Field(default="enabled", max_length=16)  # enabled | disabled
+    disabled_reason: str | None = Field(default=None, max_length=200)
+    consecutive_failures: int = 0
+    circuit_open_until: datetime | None = None  # left alone until then after repeated failures
     created_at: datetime
+    updated_at: datetime | None = None
     disabled_at: datetime | None = None
 
 
@@ -345,18 +355,29 @@ class WebhookDelivery(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("endpoint_id", "event_id"),
         sa.Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
+        sa.Index("ix_webhook_delivery_order", "endpoint_id", "subscription_id", "sequence"),
+        sa.Index("ix_webhook_delivery_log", "endpoint_id", "id"),
     )
 
     id: str = Field(primary_key=True, max_length=ID)
+    client_id: str = Field(foreign_key="client.id", max_length=ID)
     endpoint_id: str = Field(foreign_key="webhook_endpoint.id", max_length=ID)
     event_id: str = Field(foreign_key="event.id", max_length=ID)
+    event_type: str = Field(max_length=64)
+    subscription_id: str | None = Field(default=None, max_length=ID)  # with sequence: delivery order
+    sequence: int | None = None
     status: str = Field(default="pending", max_length=16)  # pending | delivered | abandoned
     attempts: int = 0
     next_attempt_at: datetime | None = None
+    last_attempt_at: datetime | None = None
     last_status_code: int | None = None
+    last_latency_ms: int | None = None
     last_error: str | None = Field(default=None, max_length=500)
+    last_response: str | None = Field(default=None, max_length=1100)  # the receiver's body, first 1 KB
+    lease_owner: str | None = Field(default=None, max_length=200)
     lease_until: datetime | None = None
     created_at: datetime
+    queued_at: datetime  # when it was (re)queued: retries stop give_up_after_hours later
     delivered_at: datetime | None = None
 
 

@@ -1,0 +1,1 @@
+"""Outbound HTTP that is not a payment processor: webhook deliveries to merchants."""

@@ -1,0 +1,271 @@
+"""Turning events into signed deliveries, and sending them without ever holding up billing.
+
+Two steps, each its own short transaction:
+
+- dispatch: events not yet dispatched get one delivery row per enabled endpoint of their
+  client that takes their type (unique per endpoint and event, so a second worker dispatching
+  the same event adds nothing), and are marked dispatched;
+- delivery: a worker leases due deliveries (at most `in_flight_per_endpoint` per endpoint and
+  `in_flight` in all) and sends each as its own task. The round that started them does not wait
+  for them: a receiver that hangs holds only its own slots, never another endpoint's deliveries
+  nor the billing passes. The outcome of each attempt is written when it ends; a worker that dies
+  mid-delivery leaves a lease that runs out, and the delivery is sent again (at least once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from billing.domain.webhooks import (
+    RESPONSE_EXCERPT_BYTES,
+    RetrySchedule,
+    circuit_backoff,
+    delivered,
+    gone,
+    wants,
+)
+from billing.outbound.webhook_http import SendResult, WebhookSender
+from billing.services.runtime import Runtime
+from billing.services.webhooks.endpoints import signing_secrets
+from billing.settings import WebhookSettings
+from billing.store import webhooks as store
+
+log = logging.getLogger("billing.webhooks")
+
+DISPATCH_BATCH = 500
+
+
+def schedule_of(settings: WebhookSettings) -> RetrySchedule:
+    return RetrySchedule(
+        base=timedelta(seconds=settings.backoff_base_seconds),
+        max_delay=timedelta(seconds=settings.backoff_max_seconds),
+        give_up_after=timedelta(hours=settings.give_up_after_hours),
+    )
+
+
+def _iso(instant: datetime) -> str:
+    return instant.isoformat().replace("+00:00", "Z")
+
+
+def delivery_body(*, event_id: str, event_type: str, created_at: datetime, client_id: str, data: Any) -> str:
+    """The JSON a receiver gets: `{eventId, type, createdAt, clientId, data}`."""
+    return json.dumps(
+        {
+            "eventId": event_id,
+            "type": event_type,
+            "createdAt": _iso(created_at),
+            "clientId": client_id,
+            "data": data,
+        },
+        separators=(",", ":"),
+    )
+
+
+async def dispatch(runtime: Runtime, *, limit: int = DISPATCH_BATCH) -> int:
+    """Create the deliveries of up to `limit` undispatched events; returns how many events were dispatched."""
+    now = runtime.clock.now()
+    async with runtime.sessions() as session, session.begin():
+        events = await store.claim_undispatched_events(session, limit)
+        if not events:
+            return 0
+        endpoints = await store.enabled_endpoints(session, [event.client_id for event in events])
+        rows = [
+            store.delivery_row(endpoint, event, now=now)
+            for event in events
+            for endpoint in endpoints
+            if endpoint.client_id == event.client_id and wants(endpoint.event_types, event.type)
+        ]
+        await store.insert_deliveries(session, rows)
+        await store.mark_dispatched(session, [event.id for event in events], now=now)
+    return len(events)
+
+
+async def dispatch_all(runtime: Runtime) -> int:
+    """Dispatch until no event is left undispatched."""
+    total = 0
+    while count := await dispatch(runtime):
+        total += count
+    return total
+
+
+@dataclass
+class DeliveryStats:
+    """What a deliverer did since it started (operators, the benchmark)."""
+
+    attempts: int = 0
+    delivered: int = 0
+    failed: int = 0
+    abandoned: int = 0
+    by_status: Counter[int | None] = field(default_factory=Counter)
+
+
+class Deliverer:
+    """One worker process's webhook sender: leases due deliveries and sends each as a task."""
+
+    def __init__(self, runtime: Runtime, identity: str, sender: WebhookSender | None = None) -> None:
+        self.runtime = runtime
+        self.identity = identity
+        self.settings = runtime.settings.webhooks
+        self.schedule = schedule_of(self.settings)
+        self.sender = sender or WebhookSender(
+            timeout=self.settings.timeout_seconds,
+            max_connections=self.settings.in_flight,
+            excerpt_bytes=RESPONSE_EXCERPT_BYTES,
+        )
+        self.stats = DeliveryStats()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._busy: Counter[str] = Counter()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def round(self) -> int:
+        """Dispatch new events, then start sending what is due and fits; returns deliveries started."""
+        await dispatch_all(self.runtime)
+        free = self.settings.in_flight - len(self._tasks)
+        if free <= 0:
+            return 0
+        per_endpoint = self.settings.in_flight_per_endpoint
+        room = {endpoint: max(per_endpoint - busy, 0) for endpoint, busy in self._busy.items() if busy}
+        now = self.runtime.clock.now()
+        lease = timedelta(seconds=self.settings.timeout_seconds * 2 + 30)
+        async with self.runtime.sessions() as session, session.begin():
+            due = await store.claim_due_deliveries(
+                session,
+                owner=self.identity,
+                now=now,
+                lease_until=now + lease,
+                limit=free,
+                room=room,
+                per_endpoint=per_endpoint,
+            )
+        for delivery in due:
+            self._busy[delivery.endpoint_id] += 1
+            task = asyncio.create_task(self._deliver(delivery))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(due)
+
+    async def drain(self, wait_seconds: float | None = None) -> None:
+        """Wait for the deliveries in flight (all of them, or for at most `wait_seconds`)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=wait_seconds)
+
+    async def run_until_idle(self, max_rounds: int = 10_000) -> int:
+        """Rounds until nothing is due now (tests, `billing webhooks deliver`); returns deliveries started."""
+        started = 0
+        for _ in range(max_rounds):
+            count = await self.round()
+            await self.drain()
+            started += count
+            if count == 0:
+                break
+        return started
+
+    async def aclose(self, wait_seconds: float | None = None) -> None:
+        await self.drain(wait_seconds)
+        await self.sender.aclose()
+
+    async def _deliver(self, delivery: store.DueDelivery) -> None:
+        try:
+            await self._attempt(delivery)
+        except Exception:
+            # The lease runs out and the delivery is tried again; nothing else is affected.
+            log.exception("webhook delivery failed unexpectedly", extra={"delivery": delivery.id})
+        finally:
+            self._busy[delivery.endpoint_id] -= 1
+            if self._busy[delivery.endpoint_id] <= 0:
+                del self._busy[delivery.endpoint_id]
+
+    async def _attempt(self, delivery: store.DueDelivery) -> None:
+        body = delivery_body(
+            event_id=delivery.event_id,
+            event_type=delivery.event_type,
+            created_at=delivery.event_created_at,
+            client_id=delivery.client_id,
+            data=delivery.payload,
+        )
+        secrets = signing_secrets(
+            delivery.secret,
+            delivery.previous_secret,
+            delivery.previous_secret_until,
+            now=self.runtime.clock.now(),
+        )
+        result = await self.sender.send(
+            delivery.url, message_id=delivery.event_id, secrets=secrets, body=body
+        )
+        await self._record(delivery, result)
+
+    async def _record(self, delivery: store.DueDelivery, result: SendResult) -> None:
+        now = self.runtime.clock.now()
+        self.stats.attempts += 1
+        self.stats.by_status[result.status_code] += 1
+        async with self.runtime.sessions() as session, session.begin():
+            if delivered(result.status_code):
+                record = _record_of(result, "delivered", now, None)
+                await store.record_attempt(session, delivery.id, self.identity, record)
+                await store.endpoint_succeeded(session, delivery.endpoint_id)
+                self.stats.delivered += 1
+                return
+            if gone(result.status_code):
+                reason = "The receiver answered 410 Gone: endpoint disabled."
+                await store.record_attempt(
+                    session, delivery.id, self.identity, _record_of(result, "abandoned", now, None, reason)
+                )
+                await store.disable_endpoint(session, delivery.endpoint_id, reason=reason, now=now)
+                self.stats.abandoned += 1
+                return
+            retry_at = self.schedule.next_attempt(
+                retry=delivery.attempts + 1, now=now, first_seen=delivery.queued_at
+            )
+            status = "pending" if retry_at is not None else "abandoned"
+            await store.record_attempt(
+                session, delivery.id, self.identity, _record_of(result, status, now, retry_at)
+            )
+            failures = await store.endpoint_failed(session, delivery.endpoint_id)
+            backoff = circuit_backoff(
+                failures,
+                threshold=self.settings.circuit_failures,
+                first=timedelta(seconds=self.settings.circuit_seconds),
+                longest=timedelta(seconds=self.settings.backoff_max_seconds),
+            )
+            if backoff is not None:
+                await store.open_circuit(session, delivery.endpoint_id, now + backoff)
+        if status == "abandoned":
+            self.stats.abandoned += 1
+        else:
+            self.stats.failed += 1
+
+
+def _record_of(
+    result: SendResult, status: str, now: datetime, retry_at: datetime | None, error: str | None = None
+) -> store.AttemptRecord:
+    return store.AttemptRecord(
+        status=status,
+        attempted_at=now,
+        next_attempt_at=retry_at,
+        status_code=result.status_code,
+        latency_ms=result.latency_ms,
+        error=(error or result.error),
+        response=result.body_excerpt,
+    )
+
+
+async def purge_pass(runtime: Runtime, identity: str) -> int:
+    """Delete events past retention whose deliveries are final (housekeeping, part of the worker tick)."""
+    del identity
+    before = runtime.clock.now() - timedelta(days=runtime.settings.webhooks.event_retention_days)
+    total = 0
+    while True:
+        async with runtime.sessions() as session, session.begin():
+            removed = await store.purge_events(session, before=before, limit=DISPATCH_BATCH)
+        total += removed
+        if removed < DISPATCH_BATCH:
+            return total
