@@ -465,7 +465,9 @@ async def list_events(
         conditions.append(col(Event.created_at) >= created_gte)
     if created_lt is not None:
         conditions.append(col(Event.created_at) < created_lt)
-    found = await session.exec(select_models(Event).where(and_(*conditions)).order_by(col(Event.id)).limit(limit))
+    found = await session.exec(
+        select_models(Event).where(and_(*conditions)).order_by(col(Event.id)).limit(limit)
+    )
     return list(found.all())
 
 

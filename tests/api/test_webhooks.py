@@ -72,9 +72,7 @@ async def events_of(merchant: Any, **params: Any) -> list[dict[str, Any]]:
 async def activity(merchant: Any, users: int = 2) -> list[str]:
     """Enrol `users` cardholders and cancel the first: subscription and charge events."""
     plan = await create_plan(merchant)
-    subs = [
-        (await enrol(merchant, plan["id"], user=f"user-{n}"))["subscription"]["id"] for n in range(users)
-    ]
+    subs = [(await enrol(merchant, plan["id"], user=f"user-{n}"))["subscription"]["id"] for n in range(users)]
     data_of(await merchant.delete(f"/v1/subscriptions/{subs[0]}"))
     return subs
 
