@@ -87,7 +87,14 @@ def create_app(
         debug=False,
     )
     app = Litestar.from_config(config)
-    allowed = {r.path: ", ".join(sorted(r.methods)) for r in app.routes if isinstance(r, HTTPRoute)}
+    # Keyed by the path as declared and as formatted ({id:str} and {id}): the request's
+    # path template is one or the other depending on how the route was matched.
+    allowed = {
+        path: ", ".join(sorted(r.methods))
+        for r in app.routes
+        if isinstance(r, HTTPRoute)
+        for path in (r.path, r.path_format)
+    }
     handler = options_allow_middleware(idempotency_middleware(app.asgi_handler), allowed)
     # Outermost layer, so unrouted requests (404, 405) get a request id and a log line too.
     app.asgi_handler = request_log_middleware(handler)

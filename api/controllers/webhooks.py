@@ -23,6 +23,7 @@ from api.schemas.webhooks import (
     delivery_out,
     endpoint_out,
     event_out,
+    parse_instant,
 )
 from api.schemas.wire import render, responses
 from billing.domain.errors import BillingError
@@ -45,11 +46,8 @@ PageSize = Annotated[
 def _instant(value: str | None, field: str) -> datetime | None:
     if value is None:
         return None
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
+    parsed = parse_instant(value)
+    if parsed is None:
         raise BillingError(
             "CHECK_PARAMETERS",
             message=f"{field} must be an ISO 8601 instant with a zone, e.g. 2026-12-01T00:00:00Z.",
@@ -290,11 +288,21 @@ class EventsController(Controller):
         ] = None,
         created_gte: Annotated[
             str | None,
-            QueryParameter(name="createdGte", max_length=40, description="Created at or after (ISO 8601)."),
+            QueryParameter(
+                name="createdGte",
+                max_length=40,
+                description="Created at or after (ISO 8601 with a zone).",
+                schema_extra={"format": "date-time"},
+            ),
         ] = None,
         created_lt: Annotated[
             str | None,
-            QueryParameter(name="createdLt", max_length=40, description="Created before (ISO 8601)."),
+            QueryParameter(
+                name="createdLt",
+                max_length=40,
+                description="Created before (ISO 8601 with a zone).",
+                schema_extra={"format": "date-time"},
+            ),
         ] = None,
     ) -> dict[str, Any]:
         """The client's events, oldest first: walk forward with `startingAfter` to catch up on missed

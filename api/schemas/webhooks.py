@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, BeforeValidator, Field, StringConstraints, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from api.schemas.wire import Flag, OutModel, Text, WireModel
 from billing.domain.webhooks import EVENT_TYPES
-from billing.services.webhooks.endpoints import masked
+from billing.services.webhooks.endpoints import URL_PATTERN, masked
 from billing.store.models import Event, WebhookDelivery, WebhookEndpoint
 
 EventType = Literal[
@@ -28,30 +30,90 @@ EventType = Literal[
 ]
 assert set(get_args(EventType)) == set(EVENT_TYPES)
 
+
+def _event_type_text(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise PydanticCustomError("wrong_type", "must be a string")
+    return value.strip()
+
+
+EventTypeName = Annotated[
+    str,
+    BeforeValidator(_event_type_text),
+    WithJsonSchema({"type": "string", "enum": list(EVENT_TYPES)}),
+]
+"""An event type; checked by the service so that an unknown one is named in the error."""
+
+
+def _url_text(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise PydanticCustomError("wrong_type", "must be a string")
+    return value
+
+
+ReceiverUrl = Annotated[
+    str,
+    BeforeValidator(_url_text),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=2000, pattern=URL_PATTERN),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 2000, "pattern": URL_PATTERN}),
+]
+"""A receiver URL (the pattern is the service's own rule, published)."""
+
 _TYPES_TEXT = "Event types to receive; empty or absent: every type. An unknown type answers 7000 naming it."
 
 
 class EndpointIn(WireModel):
     """A receiver: an http(s) URL (https for production clients) and the event types it takes."""
 
-    url: Text = Field(max_length=2000, examples=["https://example.com/billing/webhooks"])
-    event_types: list[Text] | None = Field(None, max_length=len(EVENT_TYPES), description=_TYPES_TEXT)
+    url: ReceiverUrl = Field(
+        examples=["https://example.com/billing/webhooks"],
+        description="http or https (production: https on a public host); no credentials, no #fragment.",
+    )
+    event_types: list[EventTypeName] | None = Field(
+        None, max_length=len(EVENT_TYPES), description=_TYPES_TEXT
+    )
     description: Text | None = Field(None, max_length=500)
 
 
 class EndpointUpdateIn(WireModel):
     """Only the fields sent change; `enabled: true` turns a disabled endpoint back on."""
 
-    url: Text | None = Field(None, max_length=2000)
-    event_types: list[Text] | None = Field(None, max_length=len(EVENT_TYPES), description=_TYPES_TEXT)
+    url: ReceiverUrl | None = None
+    event_types: list[EventTypeName] | None = Field(
+        None, max_length=len(EVENT_TYPES), description=_TYPES_TEXT
+    )
     description: Text | None = Field(None, max_length=500)
     enabled: Flag | None = None
 
 
+_ISO_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?([Zz]|[+-]\d{2}:?\d{2})")
+
+
+def parse_instant(value: str) -> datetime | None:
+    """An ISO 8601 instant with a zone (2026-12-01T00:00:00Z), or None for anything else."""
+    text = value.strip()
+    if not _ISO_INSTANT.fullmatch(text):
+        return None
+    try:
+        return datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _instant_text(value: Any) -> Any:
+    parsed = parse_instant(value) if isinstance(value, str) else None
+    if parsed is None:
+        raise PydanticCustomError(
+            "instant", "must be an ISO 8601 instant with a zone, e.g. 2026-12-01T00:00:00Z"
+        )
+    return parsed
+
+
+Instant = Annotated[AwareDatetime, BeforeValidator(_instant_text)]
+
+
 class ReplayIn(WireModel):
-    since: AwareDatetime = Field(
-        description="Send again every event created at or after this instant (ISO 8601)."
-    )
+    since: Instant = Field(description="Send again every event created at or after this instant (ISO 8601).")
 
 
 class EndpointOut(OutModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,6 +20,11 @@ from billing.store.models import WebhookEndpoint
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
 MAX_URL_LENGTH = 2000
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+URL_PATTERN = rf"^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:{_PORT})?([/?][!-\"$-~]*)?$"
+"""What a receiver URL looks like: http(s), a host name or IPv4 address, an optional port, a path
+and query of printable ASCII without a #fragment. Checked here and published in the contract."""
+_URL = re.compile(URL_PATTERN)
 
 
 def new_secret() -> str:
@@ -48,19 +54,22 @@ def check_url(url: str, *, production: bool) -> str:
         raise BillingError(
             "CHECK_PARAMETERS", message=f"url must be 1 to {MAX_URL_LENGTH} characters.", field="url"
         )
-    parts = urlsplit(text)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise BillingError(
-            "CHECK_PARAMETERS", message="url must be an http or https URL with a host.", field="url"
-        )
-    if parts.username is not None or parts.password is not None:
+    authority = text.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
+    if "@" in authority:
         raise BillingError(
             "CHECK_PARAMETERS",
             message="url must not carry credentials; authenticate deliveries by their signature.",
             field="url",
         )
-    if parts.fragment:
-        raise BillingError("CHECK_PARAMETERS", message="url must not have a #fragment.", field="url")
+    if not _URL.fullmatch(text):
+        raise BillingError(
+            "CHECK_PARAMETERS",
+            message="url must be an http or https URL: a host name or IPv4 address, an optional port "
+            "(1-65535), then a path of printable ASCII without a #fragment.",
+            field="url",
+        )
+    parts = urlsplit(text)
+    assert parts.hostname is not None
     if production and parts.scheme != "https":
         raise BillingError("CHECK_PARAMETERS", message="Production endpoints must use https.", field="url")
     if production and _loopback_or_private(parts.hostname):
