@@ -24,11 +24,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_engine(workdir: Path, **settings: str) -> Iterator[tuple[str, dict[str, str]]]:
+def running_engine(
+    workdir: Path, *, processes: list[subprocess.Popen[str]] | None = None, **settings: str
+) -> Iterator[tuple[str, dict[str, str]]]:
     """Serve on a fresh SQLite file in ``workdir``; yield the base URL and the environment it runs with.
 
     ``settings`` are extra environment variables (``BILLING_...``) for the server and for the
-    commands a test runs against it.
+    commands a test runs against it. The server process is appended to ``processes`` when given
+    (tests that kill it).
     """
     port = free_port()
     env = {
@@ -51,6 +54,8 @@ def running_engine(workdir: Path, **settings: str) -> Iterator[tuple[str, dict[s
         stderr=log_file,
         text=True,
     )
+    if processes is not None:
+        processes.append(server)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

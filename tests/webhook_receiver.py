@@ -34,6 +34,7 @@ class Receiver:
     secrets: dict[str, list[str]] = field(default_factory=dict)  # path -> secrets to try
     behaviours: dict[str, list[Any]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
+    arrivals: list[tuple[str, str]] = field(default_factory=list)  # (path, webhook-id) as requests come in
     _server: ThreadingHTTPServer | None = None
     _calls: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -59,6 +60,7 @@ class Receiver:
                 with receiver._lock:
                     n = receiver._calls.get(path, 0)
                     receiver._calls[path] = n + 1
+                    receiver.arrivals.append((path, self.headers.get("webhook-id", "")))
                 answers = receiver.behaviours.get(path, [200])
                 answer = answers[min(n, len(answers) - 1)]
                 headers = {k.lower(): v for k, v in self.headers.items()}

@@ -14,6 +14,7 @@ from billing.cli.policy import policy_group
 from billing.cli.renewals import renewals_group
 from billing.cli.serve import serve, worker
 from billing.cli.signing import sign
+from billing.cli.webhooks import webhooks_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,6 +32,7 @@ cli.add_command(charges_group)
 cli.add_command(sign)
 cli.add_command(renewals_group)
 cli.add_command(policy_group)
+cli.add_command(webhooks_group)
 
 
 def main() -> None:

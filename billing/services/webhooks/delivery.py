@@ -135,7 +135,9 @@ class Deliverer:
         per_endpoint = self.settings.in_flight_per_endpoint
         room = {endpoint: max(per_endpoint - busy, 0) for endpoint, busy in self._busy.items() if busy}
         now = self.runtime.clock.now()
-        lease = timedelta(seconds=self.settings.timeout_seconds * 2 + 30)
+        # Longer than one attempt can take (the send is bounded by the timeout), so a live worker never
+        # loses a lease mid-delivery; a dead one's deliveries come back soon after.
+        lease = timedelta(seconds=self.settings.timeout_seconds * 2 + 5)
         async with self.runtime.sessions() as session, session.begin():
             due = await store.claim_due_deliveries(
                 session,
