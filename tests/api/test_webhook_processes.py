@@ -67,6 +67,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     return {"BILLING_DATABASE__URL": url}
 
 
+@pytest.mark.slow
 def test_a_killed_worker_loses_no_event(tmp_path: Path, database: dict[str, str]) -> None:
     receiver = Receiver().start()
     receiver.behaviours["/hooks"] = [("hang", 30.0), 200]
