@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased
 from sqlmodel import col
@@ -146,13 +146,16 @@ def delivery_row(endpoint: EndpointRef, event: EventRef, *, now: datetime) -> di
 
 
 async def insert_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert delivery rows; one that exists already (same endpoint and event) is left as it is."""
+    """Insert delivery rows; one that exists already (same endpoint and event) is left as it is.
+
+    One statement executed for many rows: compiled once, batched by the driver.
+    """
+    if not rows:
+        return
     conn = await session.connection()
+    statement = _insert(session).on_conflict_do_nothing(index_elements=["endpoint_id", "event_id"])
     for start in range(0, len(rows), _CHUNK):
-        chunk = list(rows[start : start + _CHUNK])
-        await conn.execute(
-            _insert(session).values(chunk).on_conflict_do_nothing(index_elements=["endpoint_id", "event_id"])
-        )
+        await conn.execute(statement, list(rows[start : start + _CHUNK]))
 
 
 async def mark_dispatched(session: Session, event_ids: Sequence[str], *, now: datetime) -> None:
@@ -290,45 +293,67 @@ class AttemptRecord:
     response: str | None
 
 
-async def record_attempt(session: Session, delivery_id: str, owner: str, record: AttemptRecord) -> bool:
-    """Write an attempt's outcome if the delivery is still pending; frees the lease."""
+async def record_attempts(session: Session, attempts: Sequence[tuple[str, AttemptRecord]]) -> None:
+    """Write attempts' outcomes (one statement, many rows) where the delivery is still pending; frees the leases."""
+    if not attempts:
+        return
     conn = await session.connection()
-    result = await conn.execute(
+    statement = (
         update(_DELIVERY)
-        .where(_DELIVERY.c.id == delivery_id, _DELIVERY.c.status == "pending")
+        .where(_DELIVERY.c.id == bindparam("b_id"), _DELIVERY.c.status == "pending")
         .values(
-            status=record.status,
+            status=bindparam("b_status"),
             attempts=_DELIVERY.c.attempts + 1,
-            next_attempt_at=record.next_attempt_at,
-            last_attempt_at=record.attempted_at,
-            last_status_code=record.status_code,
-            last_latency_ms=record.latency_ms,
-            last_error=record.error,
-            last_response=record.response,
+            next_attempt_at=bindparam("b_next"),
+            last_attempt_at=bindparam("b_at"),
+            last_status_code=bindparam("b_code"),
+            last_latency_ms=bindparam("b_latency"),
+            last_error=bindparam("b_error"),
+            last_response=bindparam("b_response"),
             lease_owner=None,
             lease_until=None,
-            delivered_at=record.attempted_at if record.status == "delivered" else None,
+            delivered_at=bindparam("b_delivered"),
         )
     )
-    return bool(result.rowcount)
+    await conn.execute(
+        statement,
+        [
+            {
+                "b_id": delivery_id,
+                "b_status": record.status,
+                "b_next": record.next_attempt_at,
+                "b_at": record.attempted_at,
+                "b_code": record.status_code,
+                "b_latency": record.latency_ms,
+                "b_error": record.error,
+                "b_response": record.response,
+                "b_delivered": record.attempted_at if record.status == "delivered" else None,
+            }
+            for delivery_id, record in attempts
+        ],
+    )
 
 
-async def endpoint_succeeded(session: Session, endpoint_id: str) -> None:
+async def endpoints_recovered(session: Session, endpoint_ids: Sequence[str]) -> None:
+    """Endpoints whose latest attempt succeeded: no failure streak, circuit closed."""
+    if not endpoint_ids:
+        return
     conn = await session.connection()
     await conn.execute(
         update(_ENDPOINT)
-        .where(_ENDPOINT.c.id == endpoint_id, _ENDPOINT.c.consecutive_failures > 0)
+        .where(_ENDPOINT.c.id.in_(sorted(endpoint_ids)), _ENDPOINT.c.consecutive_failures > 0)
         .values(consecutive_failures=0, circuit_open_until=None)
     )
 
 
-async def endpoint_failed(session: Session, endpoint_id: str) -> int:
-    """Count one more consecutive failure; returns the new count."""
+async def endpoint_failed(session: Session, endpoint_id: str, *, failures: int, reset: bool) -> int:
+    """Count `failures` more consecutive failures (after a success in the same batch when `reset`)."""
     conn = await session.connection()
+    count = failures if reset else _ENDPOINT.c.consecutive_failures + failures
     result = await conn.execute(
         update(_ENDPOINT)
         .where(_ENDPOINT.c.id == endpoint_id)
-        .values(consecutive_failures=_ENDPOINT.c.consecutive_failures + 1)
+        .values(consecutive_failures=count)
         .returning(_ENDPOINT.c.consecutive_failures)
     )
     row = result.first()

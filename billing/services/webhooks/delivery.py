@@ -8,8 +8,10 @@ Two steps, each its own short transaction:
 - delivery: a worker leases due deliveries (at most `in_flight_per_endpoint` per endpoint and
   `in_flight` in all) and sends each as its own task. The round that started them does not wait
   for them: a receiver that hangs holds only its own slots, never another endpoint's deliveries
-  nor the billing passes. The outcome of each attempt is written when it ends; a worker that dies
-  mid-delivery leaves a lease that runs out, and the delivery is sent again (at least once).
+  nor the billing passes. Outcomes are written in batches, one transaction per round for every
+  attempt that ended since the last (one database connection however many sends are in flight);
+  a worker that dies before writing an outcome leaves a lease that runs out, and the delivery is
+  sent again (at least once).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from billing.store import webhooks as store
 log = logging.getLogger("billing.webhooks")
 
 DISPATCH_BATCH = 500
+GONE = "The receiver answered 410 Gone: endpoint disabled."
 
 
 def schedule_of(settings: WebhookSettings) -> RetrySchedule:
@@ -121,13 +124,18 @@ class Deliverer:
         self.stats = DeliveryStats()
         self._tasks: set[asyncio.Task[None]] = set()
         self._busy: Counter[str] = Counter()
+        self._outcomes: list[tuple[store.DueDelivery, SendResult, datetime]] = []
 
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
 
     async def round(self) -> int:
-        """Dispatch new events, then start sending what is due and fits; returns deliveries started."""
+        """Record finished attempts, dispatch new events, start sending what is due and fits.
+
+        Returns how many deliveries were started.
+        """
+        await self.flush()
         await dispatch_all(self.runtime)
         free = self.settings.in_flight - len(self._tasks)
         if free <= 0:
@@ -135,9 +143,10 @@ class Deliverer:
         per_endpoint = self.settings.in_flight_per_endpoint
         room = {endpoint: max(per_endpoint - busy, 0) for endpoint, busy in self._busy.items() if busy}
         now = self.runtime.clock.now()
-        # Longer than one attempt can take (the send is bounded by the timeout), so a live worker never
-        # loses a lease mid-delivery; a dead one's deliveries come back soon after.
-        lease = timedelta(seconds=self.settings.timeout_seconds * 2 + 5)
+        # Longer than one attempt can take (the send is bounded by the timeout) plus the wait for
+        # the next round to record it, so a live worker never loses a lease mid-delivery; a dead
+        # one's deliveries come back soon after.
+        lease = timedelta(seconds=self.settings.timeout_seconds * 2 + self.settings.interval_seconds + 5)
         async with self.runtime.sessions() as session, session.begin():
             due = await store.claim_due_deliveries(
                 session,
@@ -156,9 +165,10 @@ class Deliverer:
         return len(due)
 
     async def drain(self, wait_seconds: float | None = None) -> None:
-        """Wait for the deliveries in flight (all of them, or for at most `wait_seconds`)."""
+        """Wait for the deliveries in flight (all of them, or for at most `wait_seconds`), then record them."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=wait_seconds)
+        await self.flush()
 
     async def run_until_idle(self, max_rounds: int = 10_000) -> int:
         """Rounds until nothing is due now (tests, `billing webhooks deliver`); returns deliveries started."""
@@ -174,6 +184,60 @@ class Deliverer:
     async def aclose(self, wait_seconds: float | None = None) -> None:
         await self.drain(wait_seconds)
         await self.sender.aclose()
+
+    async def flush(self) -> None:
+        """Write the outcomes of finished attempts in one transaction (one connection for them all)."""
+        outcomes, self._outcomes = self._outcomes, []
+        if not outcomes:
+            return
+        now = self.runtime.clock.now()
+        attempts: list[tuple[str, store.AttemptRecord]] = []
+        streaks: dict[str, list[int]] = {}  # endpoint -> [failures since its last success, success seen]
+        gone_endpoints: dict[str, datetime] = {}
+        for delivery, result, at in outcomes:
+            streak = streaks.setdefault(delivery.endpoint_id, [0, 0])
+            self.stats.attempts += 1
+            self.stats.by_status[result.status_code] += 1
+            if delivered(result.status_code):
+                attempts.append((delivery.id, _record_of(result, "delivered", at, None)))
+                streak[0], streak[1] = 0, 1
+                self.stats.delivered += 1
+            elif gone(result.status_code):
+                attempts.append((delivery.id, _record_of(result, "abandoned", at, None, GONE)))
+                gone_endpoints[delivery.endpoint_id] = at
+                self.stats.abandoned += 1
+            else:
+                retry_at = self.schedule.next_attempt(
+                    retry=delivery.attempts + 1, now=at, first_seen=delivery.queued_at
+                )
+                status = "pending" if retry_at is not None else "abandoned"
+                attempts.append((delivery.id, _record_of(result, status, at, retry_at)))
+                streak[0] += 1
+                if status == "abandoned":
+                    self.stats.abandoned += 1
+                else:
+                    self.stats.failed += 1
+        async with self.runtime.sessions() as session, session.begin():
+            await store.record_attempts(session, attempts)
+            await store.endpoints_recovered(
+                session, [endpoint for endpoint, (failures, _) in streaks.items() if failures == 0]
+            )
+            for endpoint, (failures, succeeded) in streaks.items():
+                if failures == 0:
+                    continue
+                count = await store.endpoint_failed(
+                    session, endpoint, failures=failures, reset=bool(succeeded)
+                )
+                backoff = circuit_backoff(
+                    count,
+                    threshold=self.settings.circuit_failures,
+                    first=timedelta(seconds=self.settings.circuit_seconds),
+                    longest=timedelta(seconds=self.settings.backoff_max_seconds),
+                )
+                if backoff is not None:
+                    await store.open_circuit(session, endpoint, now + backoff)
+            for endpoint, at in gone_endpoints.items():
+                await store.disable_endpoint(session, endpoint, reason=GONE, now=at)
 
     async def _deliver(self, delivery: store.DueDelivery) -> None:
         try:
@@ -203,47 +267,10 @@ class Deliverer:
         result = await self.sender.send(
             delivery.url, message_id=delivery.event_id, secrets=secrets, body=body
         )
-        await self._record(delivery, result)
+        self._record(delivery, result)
 
-    async def _record(self, delivery: store.DueDelivery, result: SendResult) -> None:
-        now = self.runtime.clock.now()
-        self.stats.attempts += 1
-        self.stats.by_status[result.status_code] += 1
-        async with self.runtime.sessions() as session, session.begin():
-            if delivered(result.status_code):
-                record = _record_of(result, "delivered", now, None)
-                await store.record_attempt(session, delivery.id, self.identity, record)
-                await store.endpoint_succeeded(session, delivery.endpoint_id)
-                self.stats.delivered += 1
-                return
-            if gone(result.status_code):
-                reason = "The receiver answered 410 Gone: endpoint disabled."
-                await store.record_attempt(
-                    session, delivery.id, self.identity, _record_of(result, "abandoned", now, None, reason)
-                )
-                await store.disable_endpoint(session, delivery.endpoint_id, reason=reason, now=now)
-                self.stats.abandoned += 1
-                return
-            retry_at = self.schedule.next_attempt(
-                retry=delivery.attempts + 1, now=now, first_seen=delivery.queued_at
-            )
-            status = "pending" if retry_at is not None else "abandoned"
-            await store.record_attempt(
-                session, delivery.id, self.identity, _record_of(result, status, now, retry_at)
-            )
-            failures = await store.endpoint_failed(session, delivery.endpoint_id)
-            backoff = circuit_backoff(
-                failures,
-                threshold=self.settings.circuit_failures,
-                first=timedelta(seconds=self.settings.circuit_seconds),
-                longest=timedelta(seconds=self.settings.backoff_max_seconds),
-            )
-            if backoff is not None:
-                await store.open_circuit(session, delivery.endpoint_id, now + backoff)
-        if status == "abandoned":
-            self.stats.abandoned += 1
-        else:
-            self.stats.failed += 1
+    def _record(self, delivery: store.DueDelivery, result: SendResult) -> None:
+        self._outcomes.append((delivery, result, self.runtime.clock.now()))
 
 
 def _record_of(
