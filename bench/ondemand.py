@@ -11,7 +11,7 @@ The database named in the URL is dropped and re-created (it must be a scratch da
    distinct active subscriptions) to `/v1/subscriptions/charges`, timing each request from
    the first byte sent to the 202 received. Target: under 1 s for 5,000 items.
 2. **Drain**: `--workers` processes run the real on-demand pass
-   (`billing.services.ondemand_drain`) with the in-process sandbox processor until no item is
+   (`billing.services.ondemand.drain`) with the in-process sandbox processor until no item is
    left; the rate is charged items over the wall time from their common start to the last
    worker's end.
 """
@@ -258,7 +258,7 @@ def _worker_main(args: dict[str, Any], index: int, queue: Any, start_at: float) 
 async def _drain(args: dict[str, Any], index: int, start_at: float) -> DrainReport:
     from billing.clock import SystemClock
     from billing.processors.sandbox import SandboxProcessor
-    from billing.services.ondemand_drain import OnDemandPass
+    from billing.services.ondemand import OnDemandPass
     from billing.services.runtime import build_runtime
     from billing.settings import load_settings
 

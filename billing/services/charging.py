@@ -43,7 +43,7 @@ from typing import Any, Literal
 from billing.domain.errors import BillingError
 from billing.domain.money import from_minor
 from billing.processors.base import Outcome, PaymentProcessor
-from billing.store.charging import (
+from billing.store.charges import (
     ChargeOutcomeRow,
     NewCharge,
     StoredCharge,
@@ -54,7 +54,7 @@ from billing.store.charging import (
 )
 from billing.store.engine import Session, SessionFactory, transaction
 from billing.store.ids import new_id
-from billing.store.renewals import CardholderMethod
+from billing.store.payment_methods import CardholderMethod
 
 log = logging.getLogger("billing.charging")
 
