@@ -28,8 +28,7 @@ from api.middleware import options_allow_middleware, request_log_middleware
 from api.openapi import openapi_config
 from api.requests import BillingRequest
 from billing import __version__
-from billing.clock import SystemClock
-from billing.domain.clock import Clock
+from billing.domain.clock import Clock, SystemClock
 from billing.services.runtime import Runtime, build_runtime
 from billing.settings import Settings, load_settings
 

@@ -65,7 +65,7 @@ async def seed(url: str, subscriptions: int) -> tuple[str, str, list[str]]:
     """One sandbox client with a key pair, a plan, and `subscriptions` active subscriptions on approving cards."""
     import sqlalchemy as sa
 
-    from billing.clock import SystemClock
+    from billing.domain.clock import SystemClock
     from billing.services.auth import create_client
     from billing.settings import AuthSettings
     from billing.store.engine import create_engine, session_factory
@@ -256,7 +256,7 @@ def _worker_main(args: dict[str, Any], index: int, queue: Any, start_at: float) 
 
 
 async def _drain(args: dict[str, Any], index: int, start_at: float) -> DrainReport:
-    from billing.clock import SystemClock
+    from billing.domain.clock import SystemClock
     from billing.processors.sandbox import SandboxProcessor
     from billing.services.ondemand import OnDemandPass
     from billing.services.runtime import build_runtime

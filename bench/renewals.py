@@ -166,7 +166,7 @@ def _worker_main(args: dict[str, Any], index: int, queue: Any, start_at: float) 
 
 
 async def _work(args: dict[str, Any], index: int, start_at: float) -> WorkerReport:
-    from billing.clock import SystemClock
+    from billing.domain.clock import SystemClock
     from billing.processors.sandbox import SandboxProcessor
     from billing.services.renewals import RenewalPass
     from billing.services.runtime import build_runtime

@@ -205,16 +205,9 @@ class ChargesController(Controller):
                 filename=data.file.filename,
                 max_rows=runtime.settings.ondemand.csv_max_rows,
             )
-            body = render(batch_received(receipt), "File received")
+            body = render(batch_received(receipt), "File received", trackingId=receipt.batch.tracking_id)
             # Migo keeps trackingId at the top level of this answer; data adds the batch summary.
-            answer = encode_json(
-                {
-                    "success": True,
-                    "message": body["message"],
-                    "trackingId": receipt.batch.tracking_id,
-                    "data": body["data"],
-                }
-            )
+            answer = encode_json(body)
             await _keep_answer(session, claim, answer)
         return _accepted(answer)
 

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from billing.cli.common import settings_or_exit
 from billing.cli.serve import _maybe_migrate
-from billing.clock import SystemClock
+from billing.domain.clock import SystemClock
 from billing.domain.errors import BillingError
 from billing.services import ondemand
 from billing.services.client_clock import load_client

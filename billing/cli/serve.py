@@ -13,7 +13,7 @@ from litestar import Litestar
 
 from api.app import create_app
 from billing.cli.common import secret_or_exit, settings_or_exit
-from billing.clock import SystemClock
+from billing.domain.clock import SystemClock
 from billing.services.runtime import Runtime, build_runtime
 from billing.settings import Settings
 from billing.store.migrations import upgrade

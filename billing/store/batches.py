@@ -223,7 +223,7 @@ async def claim_items(
     if batch_id is not None:
         conditions.append(_ITEM.c.batch_id == batch_id)
     candidates = sa.select(_ITEM.c.id).where(*conditions).limit(limit)
-    if session.get_bind().dialect.name == "postgresql":
+    if bulk.is_postgres(session):
         candidates = candidates.with_for_update(skip_locked=True)
     statement = (
         sa.update(_ITEM)
@@ -360,7 +360,7 @@ async def finish_items(
         query = sa.select(_ITEM.c.id, _ITEM.c.batch_id, _ITEM.c.state).where(
             _ITEM.c.id.in_(ids[start : start + _IN_CHUNK])
         )
-        if session.get_bind().dialect.name == "postgresql":
+        if bulk.is_postgres(session):
             query = query.with_for_update()
         for item_id, batch_id, state in (await conn.execute(query)).all():
             current[item_id] = (batch_id, state)

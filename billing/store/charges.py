@@ -17,12 +17,10 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, or_, update
 from sqlalchemy import select as sa_select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from billing.store.bulk import Column, insert_rows, is_postgres, json_text, update_rows
+from billing.store.bulk import Column, dialect_insert, insert_rows, is_postgres, json_text, update_rows
 from billing.store.engine import Session
 from billing.store.models import Charge, PaymentMethod, Subscription
 
@@ -114,9 +112,7 @@ class ChargeOutcomeRow:
 
 
 def _insert_ignoring_taken_keys(session: Session) -> Any:
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    return insert(_CHARGE).on_conflict_do_nothing().returning(_CHARGE.c.idempotency_key)
+    return dialect_insert(session, _CHARGE).on_conflict_do_nothing().returning(_CHARGE.c.idempotency_key)
 
 
 # Array columns of a pending charge (PostgreSQL path), in INSERT order.

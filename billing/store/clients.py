@@ -6,10 +6,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 
+from billing.store.bulk import dialect_insert
 from billing.store.engine import Session
 from billing.store.models import Client, RefreshToken, SeenSignature, SigningKey
 
@@ -75,10 +74,8 @@ async def remember_signature(session: Session, client_id: str, digest: str, expi
     The primary key (client_id, digest) decides between concurrent replays on every process:
     ``ON CONFLICT DO NOTHING`` lets exactly one insert through.
     """
-    dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
     statement = (
-        insert(SeenSignature)
+        dialect_insert(session, SeenSignature)
         .values(client_id=client_id, digest=digest, expires_at=expires_at)
         .on_conflict_do_nothing(index_elements=["client_id", "digest"])
         .returning(col(SeenSignature.digest))

@@ -250,13 +250,6 @@ async def release_with_next_attempt(session: Session, next_attempts: Mapping[str
     )
 
 
-async def subscription_renewal_row(session: Session, subscription_id: str) -> dict[str, Any] | None:
-    """The renewal columns of one subscription (for the set-default-card retry and tools)."""
-    conn = await session.connection()
-    row = (await conn.execute(select(_SUB).where(_SUB.c.id == subscription_id))).mappings().first()
-    return dict(row) if row is not None else None
-
-
 @dataclass(frozen=True, slots=True)
 class OrphanedCharge:
     """An open renewal charge of a subscription the renewal pass no longer claims."""

@@ -27,7 +27,6 @@ from billing.domain.calendar import (
     term_cycles,
     term_end,
 )
-from billing.domain.clock import FixedClock
 from billing.domain.grace import (
     INACTIVE,
     PAYMENT_FAILED,
@@ -41,6 +40,7 @@ from billing.domain.grace import (
     on_retry_failed,
     on_success,
 )
+from tests.clock import FixedClock
 
 ZONES = ["America/Guatemala", "America/New_York", "Europe/London", "Australia/Lord_Howe", "Pacific/Chatham"]
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)

@@ -27,7 +27,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -96,7 +96,7 @@ class RenewalSummary:
     batches: int = 0
 
     def add(self, other: RenewalSummary) -> None:
-        """Add `other`'s counts to this one."""
+        """Add `other`'s counts to this one (the sandbox clock sums the passes one advance runs)."""
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
@@ -116,7 +116,6 @@ class _Item:
     request: ChargeRequest | None = None
     # The row could not be processed (bad plan data): parked with an error.
     broken: bool = False
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 Progress = Callable[[int], None]
@@ -239,7 +238,8 @@ def _iso(instant: datetime | None) -> str | None:
 class RenewalPass:
     """One worker's renewal pass. Build one per pass; `run()` drains what is due.
 
-    `now_override` (the sandbox clock) makes every claim use that instant as the client's now.
+    `drain(client_id=..., now=...)` runs one client's due rows as of the instant `now()` gives
+    (the sandbox clock advances a client that way).
     """
 
     def __init__(

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from billing.domain.clock import FixedClock
 from billing.domain.errors import BillingError
 from billing.processors.base import Outcome
 from billing.processors.sandbox import SandboxProcessor
@@ -26,6 +25,7 @@ from billing.store.engine import transaction
 from billing.store.models import Charge, PaymentMethod, Plan, Subscription, Transaction
 from tests.api.conftest import CHARGES_DECLINE, GOOD_CARD
 from tests.api.fake_stripe import FakeStripe
+from tests.clock import FixedClock
 from tests.services.enrolment.test_enrolment_service import _card, _plan, _request, _trx
 
 pytestmark = pytest.mark.anyio

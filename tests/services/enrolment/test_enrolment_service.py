@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from billing.domain.clock import FixedClock
 from billing.domain.errors import BillingError
 from billing.processors.base import CardInfo, Outcome
 from billing.processors.sandbox import SandboxProcessor
@@ -20,6 +19,7 @@ from billing.services.runtime import Runtime
 from billing.services.transactions import TransactionRequest, create_transaction
 from billing.store.models import Charge, Event, PaymentMethod, Subscription, Transaction
 from tests.api.conftest import CHARGES_DECLINE, GOOD_CARD, INSUFFICIENT_FUNDS
+from tests.clock import FixedClock
 
 pytestmark = pytest.mark.anyio
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from ondemand_ledger import FileLedger
 
-from billing.domain.clock import FixedClock
 from billing.processors.sandbox import SandboxProcessor
 from billing.services.ondemand import OnDemandPass
 from billing.services.runtime import build_runtime
 from billing.settings import load_settings
+from tests.clock import FixedClock
 
 
 async def main(url: str, ledger_path: str, start: str, delay: float) -> None:

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from billing.cli import cli
-from billing.clock import SystemClock
+from billing.domain.clock import SystemClock
 from billing.services.runtime import build_runtime
 from billing.settings import load_settings
 from billing.store.engine import transaction

@@ -30,7 +30,6 @@ from sqlalchemy import delete, update
 from sqlmodel import select
 
 from billing.domain.calendar import due_at
-from billing.domain.clock import FixedClock
 from billing.domain.grace import GracePolicy
 from billing.domain.renewal import new_default_card
 from billing.processors.base import Outcome
@@ -40,6 +39,7 @@ from billing.services.runtime import Runtime, build_runtime
 from billing.store.claims import ClaimedSubscription
 from billing.store.engine import transaction
 from billing.store.models import ALL_TABLES, Charge, Event, Subscription
+from tests.clock import FixedClock
 from tests.services.renewals import factory
 
 START = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)

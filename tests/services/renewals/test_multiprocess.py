@@ -24,7 +24,7 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from billing.clock import SystemClock
+from billing.domain.clock import SystemClock
 from billing.services.runtime import Runtime, build_runtime
 from billing.settings import load_settings
 from billing.store.engine import transaction

@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from billing.clock import SystemClock
+from billing.domain.clock import SystemClock
 from billing.processors.http_sandbox import HttpSandboxProcessor
 from billing.services.renewals import RenewalPass
 from billing.services.runtime import build_runtime
