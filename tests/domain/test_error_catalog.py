@@ -48,3 +48,11 @@ def test_billing_error_carries_catalog_row_and_override() -> None:
 
 def test_docs_publish_the_whole_catalog() -> None:
     assert catalog_markdown() in (ROOT / "docs" / "errors.md").read_text()
+
+
+def test_error_name_type_lists_exactly_the_catalog() -> None:
+    from typing import get_args
+
+    from billing.domain.errors import ErrorName
+
+    assert list(get_args(ErrorName)) == [row.name for row in _ROWS]

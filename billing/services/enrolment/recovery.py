@@ -20,8 +20,8 @@ import logging
 from datetime import timedelta
 from typing import Final
 
-from billing.domain.errors import BillingError
-from billing.processors.base import Outcome, PaymentProcessor
+from billing.processors.base import Outcome
+from billing.services.charging import ProcessorCall, call_processor
 from billing.services.enrolment.settlement import (
     EnrolmentContext,
     first_charge_description,
@@ -39,9 +39,9 @@ STALE_AFTER: Final = timedelta(minutes=1)
 """How old an open enrolment charge must be before the pass takes it over from its request."""
 
 
-async def _resend(runtime: Runtime, processor: PaymentProcessor, charge: Charge) -> Outcome | None:
-    """Send `charge` again exactly as verify-card sent it; None when that cannot be done or the
-    processor does not answer definitely."""
+async def _resend_call(runtime: Runtime, charge: Charge) -> ProcessorCall | None:
+    """The call that sends `charge` again exactly as verify-card sent it; None when the card,
+    plan or enrolment context it names is gone (then the key can only be looked up)."""
     if charge.charge_metadata is None:
         log.error("enrolment charge carries no enrolment context", extra={"charge": charge.id})
         return None
@@ -55,35 +55,29 @@ async def _resend(runtime: Runtime, processor: PaymentProcessor, charge: Charge)
     # Charges written before the description was recorded were sent with the plan's name then;
     # if the plan was renamed since, the processor answers "key reused" (unknown), never twice.
     description = context.description if context.description is not None else first_charge_description(plan)
-    try:
-        return await processor.charge(
-            method.token,
-            charge.amount_minor,
-            charge.currency,
-            idempotency_key=charge.idempotency_key,
-            description=description,
-        )
-    except BillingError as exc:
-        log.warning("enrolment charge resend refused", extra={"charge": charge.id, "code": exc.code})
-    except Exception:
-        # Whatever went wrong, the charge stays open and is tried again on a later pass.
-        log.exception("enrolment charge resend failed", extra={"charge": charge.id})
-    return None
+    return ProcessorCall.for_row("reconcile", charge, token=method.token, description=description)
 
 
 async def _outcome_of(runtime: Runtime, charge: Charge) -> Outcome | None:
-    """The definite outcome of `charge`, or None when the processor cannot tell yet."""
+    """The definite outcome of `charge`, or None when the processor cannot tell yet.
+
+    Looks the key up and, when the processor never saw it, sends the very same charge again
+    (`reconcile` in the shared charge machinery).
+    """
     processor = runtime.processors.get(charge.processor)
     if processor is None:
         log.error("enrolment charge names a processor that is not installed", extra={"charge": charge.id})
         return None
+    call = await _resend_call(runtime, charge)
+    if call is None:
+        call = ProcessorCall.for_row("look_up", charge, token=None, description="")
     try:
-        found: Outcome | None = await processor.lookup(charge.idempotency_key)
-    except BillingError:
+        found = await call_processor(processor, call)
+    except Exception:
+        # Whatever went wrong, the charge stays open and is tried again on a later pass.
+        log.exception("enrolment charge resend failed", extra={"charge": charge.id})
         return None
-    if found is None:
-        found = await _resend(runtime, processor, charge)
-    return None if found is None or found.status == "unknown" else found
+    return None if found.status == "unknown" else found
 
 
 async def run_recovery(runtime: Runtime, identity: str) -> dict[str, int]:

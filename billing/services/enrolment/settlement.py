@@ -18,8 +18,9 @@ from typing import Any
 
 from billing.domain.calendar import anchor_date, due_at
 from billing.domain.errors import BillingError
+from billing.domain.events import ChargeFailed, ChargeSucceeded, SubscriptionCreated
 from billing.processors.base import Outcome
-from billing.services.event_payloads import charge_payload, subscription_payload
+from billing.services.event_payloads import charge_event, subscription_event
 from billing.services.plans import plan_schedule
 from billing.store import charges as charge_store
 from billing.store import events
@@ -147,8 +148,7 @@ async def record_created(session: Session, subscription: Subscription, *, now: d
     await events.record_event(
         session,
         client_id=subscription.client_id,
-        type="subscription.created",
-        payload=subscription_payload(subscription),
+        payload=subscription_event(SubscriptionCreated, subscription),
         now=now,
         subscription_id=subscription.id,
     )
@@ -209,8 +209,7 @@ async def _succeeded(
     await events.record_event(
         session,
         client_id=subscription.client_id,
-        type="charge.succeeded",
-        payload=charge_payload(charge),
+        payload=charge_event(ChargeSucceeded, charge),
         now=now,
         subscription_id=subscription.id,
     )
@@ -247,8 +246,7 @@ async def _failed(
     await events.record_event(
         session,
         client_id=charge.client_id,
-        type="charge.failed",
-        payload=charge_payload(charge, trxUid=trx.id, userId=trx.user_id),
+        payload=charge_event(ChargeFailed, charge, trx_uid=trx.id, user_id=trx.user_id),
         now=now,
     )
     log.info("enrolment declined", extra={"charge": charge.id, "code": outcome.decline_code})
@@ -257,4 +255,4 @@ async def _failed(
 
 def decline_error(outcome: Outcome) -> BillingError:
     """The error a declined outcome answers with (its catalog code, e.g. 7303 -> 402)."""
-    return BillingError(outcome.decline_code or "CARD_DECLINED", message=outcome.decline_message)
+    return BillingError.of_code(outcome.decline_code or "7201", message=outcome.decline_message)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from billing.domain.calendar import local_date
 from billing.domain.errors import BillingError
 from billing.processors.base import CardInfo, CardToken, Outcome, PaymentProcessor
+from billing.services.charging import ProcessorCall, call_processor
 from billing.services.client_clock import client_now, load_client
 from billing.services.enrolment.settlement import (
     Enrolment,
@@ -161,25 +162,13 @@ async def _verify(processor: PaymentProcessor, token: str, trx: Transaction, met
 
 
 async def _send_charge(processor: PaymentProcessor, token: str, charge: Charge, description: str) -> Outcome:
-    """Charge, and on no answer ask once by the same key; never charge twice."""
-    try:
-        outcome = await processor.charge(
-            token,
-            charge.amount_minor,
-            charge.currency,
-            idempotency_key=charge.idempotency_key,
-            description=description,
-        )
-    except BillingError as exc:
-        log.warning("enrolment charge raised", extra={"charge": charge.id, "code": exc.code})
-        outcome = Outcome.unknown()
+    """Charge through the shared charge machinery, and on no answer ask once by the same key;
+    never charge twice (the recovery pass resends under the same key later)."""
+    call = ProcessorCall.for_row("charge", charge, token=token, description=description)
+    outcome = await call_processor(processor, call)
     if outcome.status != "unknown":
         return outcome
-    try:
-        found = await processor.lookup(charge.idempotency_key)
-    except BillingError:
-        found = None
-    return found if found is not None else outcome
+    return await call_processor(processor, replace(call, mode="look_up"))
 
 
 async def verify_card(runtime: Runtime, *, client_id: str, request: VerifyCardRequest) -> Enrolment:

@@ -20,11 +20,9 @@ only its event counter moves (for the events' per-subscription order).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,7 +34,7 @@ from billing.services.charging import (
     open_charges,
 )
 from billing.services.ondemand.intake import record_completion
-from billing.services.pass_control import stop_requested
+from billing.services.pass_control import LanePass, PassSummary, Progress
 from billing.services.runtime import Runtime
 from billing.store import batches as store
 from billing.store import claims
@@ -48,26 +46,16 @@ from billing.store.plans import plans_by_id
 
 log = logging.getLogger("billing.ondemand")
 
-# An item whose charge outcome stays unknown is looked at again this much later.
-RECONCILE_AFTER = timedelta(seconds=60)
-
-Progress = Callable[[int], None]
-
 
 @dataclass
-class OnDemandSummary:
-    """What a pass did: items claimed and how they ended in this pass."""
+class OnDemandSummary(PassSummary):
+    """What an on-demand pass did: items claimed and how they ended in this pass."""
 
-    claimed: int = 0
     succeeded: int = 0
     failed: int = 0
-    unknown: int = 0
     not_chargeable: int = 0  # subscription no longer active when the worker got to the item
     batches_completed: int = 0
     chunks: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def item_key(batch_id: str, index: int) -> str:
@@ -100,47 +88,24 @@ def refusal_of(item: ClaimedItem, sub: ItemSubscription | None) -> ItemResult | 
     return None
 
 
-class OnDemandPass:
+class OnDemandPass(LanePass[OnDemandSummary]):
     """One worker's on-demand pass; `run()` drains every queued item (or stops when asked).
 
     Items whose charge is `unknown` wait `reconcile_after` before they are claimed again, so a
     pass can end with a batch still in progress; a later pass finishes it.
     """
 
+    summary_type = OnDemandSummary
+
     def __init__(
-        self,
-        runtime: Runtime,
-        identity: str,
-        *,
-        semaphore: asyncio.Semaphore | None = None,
-        progress: Progress | None = None,
-        batch_size: int | None = None,
-        lanes: int | None = None,
-        reconcile_after: timedelta = RECONCILE_AFTER,
-        batch_id: str | None = None,
+        self, runtime: Runtime, identity: str, *, batch_id: str | None = None, **options: Any
     ) -> None:
-        worker = runtime.settings.worker
-        self.runtime = runtime
-        self.identity = identity
-        self.batch_size = batch_size or worker.batch_size
-        self.lease_seconds = worker.lease_seconds
-        self.semaphore = semaphore or asyncio.Semaphore(worker.concurrency)
-        # Several lanes, so one lane's database work overlaps another's processor calls.
-        self.lanes = lanes or max(2, min(8, math.ceil(worker.concurrency / self.batch_size)))
-        self.progress = progress
-        self.reconcile_after = reconcile_after
+        super().__init__(runtime, identity, **options)
         self.batch_id = batch_id  # only this batch's items (None: every batch)
-        self.summary = OnDemandSummary()
 
     async def run(self) -> OnDemandSummary:
         """Claim and charge chunks until none is left (or the process is stopping)."""
-
-        async def lane() -> None:
-            while not stop_requested():
-                if await self.process_one_chunk() == 0:
-                    return
-
-        await asyncio.gather(*(lane() for _ in range(self.lanes)))
+        await self.in_lanes(self.process_one_chunk)
         return self.summary
 
     async def process_one_chunk(self) -> int:
@@ -286,8 +251,7 @@ class OnDemandPass:
                 new_events.append(
                     NewEvent(
                         client_id=result.request.client_id,
-                        type=f"charge.{record.state}",
-                        payload=record.event_payload(result.request),
+                        payload=record.event(result.request),
                         created_at=result.request.at or self.runtime.clock.now(),
                         subscription_id=sub_id,
                         sequence=None if sequence is None else sequence + offset,

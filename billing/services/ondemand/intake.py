@@ -21,6 +21,7 @@ import anyio
 
 from billing.domain.clock import Clock
 from billing.domain.errors import BillingError
+from billing.domain.events import BatchCompleted
 from billing.domain.money import to_minor
 from billing.store import batches as store
 from billing.store import events
@@ -281,13 +282,12 @@ async def record_completion(session: Session, batch: Batch | CompletedBatch, now
     await events.record_event(
         session,
         client_id=batch.client_id,
-        type="batch.completed",
-        payload={
-            "batchId": batch.id,
-            "trackingId": batch.tracking_id,
-            "source": batch.source,
-            "totals": totals_of(batch),
-            "completedAt": now.isoformat(),
-        },
+        payload=BatchCompleted(
+            batch_id=batch.id,
+            tracking_id=batch.tracking_id,
+            source=batch.source,
+            totals=totals_of(batch),
+            completed_at=now,
+        ),
         now=now,
     )

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from billing.services.charging import ChargeRequest, ChargeResult, execute_charges
-from billing.services.renewals.renewal_pass import RECONCILE_AFTER
+from billing.services.pass_control import RECONCILE_AFTER, PassSummary
 from billing.services.runtime import Runtime
 from billing.store import claims
 from billing.store.engine import Session, transaction
@@ -31,21 +31,11 @@ BATCH = 200
 
 
 @dataclass
-class ReconciliationSummary:
-    """What one pass did."""
+class ReconciliationSummary(PassSummary):
+    """What one reconciliation pass did."""
 
-    claimed: int = 0
     succeeded: int = 0
     failed: int = 0
-    unknown: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "claimed": self.claimed,
-            "succeeded": self.succeeded,
-            "failed": self.failed,
-            "unknown": self.unknown,
-        }
 
 
 def base_key(charge: OrphanedCharge) -> str:
@@ -116,8 +106,7 @@ async def run_reconciliation(runtime: Runtime, identity: str) -> ReconciliationS
                 new_events.append(
                     NewEvent(
                         client_id=result.request.client_id,
-                        type=f"charge.{record.state}",
-                        payload=record.event_payload(result.request),
+                        payload=record.event(result.request),
                         created_at=real_now,
                         subscription_id=sub_id,
                         sequence=next_sequence[sub_id],

@@ -23,16 +23,15 @@ clients whose clock runs ahead first, each with its own now. Leases use real tim
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from billing.domain.calendar import Schedule, due_at, term_cycles
 from billing.domain.errors import BillingError
+from billing.domain.events import RENEWAL_EVENTS, GraceEpisode, RenewalSnapshot
 from billing.domain.grace import Episode, GracePolicy
 from billing.domain.renewal import (
     ChargePeriod,
@@ -56,7 +55,7 @@ from billing.services.charging import (
     open_charges,
 )
 from billing.services.grace_policies import policy_for_plan
-from billing.services.pass_control import stop_requested
+from billing.services.pass_control import LanePass, PassSummary, Progress
 from billing.services.runtime import Runtime
 from billing.store import claims
 from billing.store.claims import ClaimedSubscription
@@ -73,35 +72,23 @@ from billing.store.renewals import (
 
 log = logging.getLogger("billing.renewals")
 
-# A charge whose outcome stays unknown is looked at again this much later (client time).
-RECONCILE_AFTER = timedelta(seconds=60)
 # A row the pass cannot make sense of (bad plan data) is parked this long, with an error log.
 PARK_AFTER_ERROR = timedelta(hours=1)
 
 
 @dataclass
-class RenewalSummary:
-    """What a pass (or part of one) did."""
+class RenewalSummary(PassSummary):
+    """What a renewal pass (or part of one) did."""
 
-    claimed: int = 0
     renewed: int = 0
     payment_failed: int = 0
     retries_failed: int = 0
     recovered: int = 0
     inactive: int = 0
     expired: int = 0
-    unknown: int = 0
     lost_leases: int = 0
     parked: int = 0
     batches: int = 0
-
-    def add(self, other: RenewalSummary) -> None:
-        """Add `other`'s counts to this one (the sandbox clock sums the passes one advance runs)."""
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(slots=True)
@@ -116,9 +103,6 @@ class _Item:
     request: ChargeRequest | None = None
     # The row could not be processed (bad plan data): parked with an error.
     broken: bool = False
-
-
-Progress = Callable[[int], None]
 
 
 def episode_of(sub: ClaimedSubscription) -> Episode | None:
@@ -196,75 +180,53 @@ def _update_of(sub_id: str, state: RenewalState, updated_at: datetime) -> Subscr
     )
 
 
-def _subscription_payload(sub: ClaimedSubscription, state: RenewalState, **extra: Any) -> dict[str, Any]:
-    """The same keys as every other `subscription.*` event (`billing.services.event_payloads`),
-    plus `nextAttemptAt` and the grace episode."""
+def _renewal_event(
+    event_type: str, sub: ClaimedSubscription, state: RenewalState, **context: Any
+) -> RenewalSnapshot:
+    """The payload of a renewal step's `subscription.*` event: the subscription's new state,
+    `nextAttemptAt` and the grace episode; `context` adds what was charged."""
     episode = state.episode
-    payload: dict[str, Any] = {
-        "subscriptionId": sub.id,
-        "clientId": sub.client_id,
-        "userId": sub.user_id,
-        "planUid": sub.plan_id,
-        "trxUid": sub.trx_id,
-        "currency": sub.currency,
-        "status": state.status,
-        "renewalStatus": state.renewal_status,
-        "currentPeriodStart": _iso(state.current_period_start),
-        "currentPeriodEnd": _iso(state.current_period_end),
-        "trialEndsAt": _iso(sub.trial_ends_at),
-        "cyclesPaid": state.cycles_paid,
-        "defaultPaymentMethodId": sub.default_payment_method_id,
-        "cancelledAt": None,
-        "nextAttemptAt": _iso(state.next_attempt_at),
-        "endedAt": _iso(state.ended_at),
-        "grace": None,
-    }
-    if episode is not None:
-        payload["grace"] = {
-            "startedAt": episode.started_at.isoformat(),
-            "attemptsMade": episode.attempts_made,
-            "nextRetryAt": _iso(episode.next_attempt_at),
-            "windowEndsAt": _iso(episode.window_ends_at),
-            "policy": episode.policy.to_snapshot(),
-        }
-    payload.update(extra)
-    return payload
+    grace = (
+        None
+        if episode is None
+        else GraceEpisode(
+            started_at=episode.started_at,
+            attempts_made=episode.attempts_made,
+            next_retry_at=episode.next_attempt_at,
+            window_ends_at=episode.window_ends_at,
+            policy=episode.policy.to_snapshot(),
+        )
+    )
+    return RENEWAL_EVENTS[event_type](
+        subscription_id=sub.id,
+        client_id=sub.client_id,
+        user_id=sub.user_id,
+        plan_uid=sub.plan_id,
+        trx_uid=sub.trx_id,
+        currency=sub.currency,
+        status=state.status,
+        renewal_status=state.renewal_status,
+        current_period_start=state.current_period_start,
+        current_period_end=state.current_period_end,
+        trial_ends_at=sub.trial_ends_at,
+        cycles_paid=state.cycles_paid,
+        default_payment_method_id=sub.default_payment_method_id,
+        cancelled_at=None,
+        next_attempt_at=state.next_attempt_at,
+        ended_at=state.ended_at,
+        grace=grace,
+        **context,
+    )
 
 
-def _iso(instant: datetime | None) -> str | None:
-    return None if instant is None else instant.isoformat()
-
-
-class RenewalPass:
+class RenewalPass(LanePass[RenewalSummary]):
     """One worker's renewal pass. Build one per pass; `run()` drains what is due.
 
     `drain(client_id=..., now=...)` runs one client's due rows as of the instant `now()` gives
     (the sandbox clock advances a client that way).
     """
 
-    def __init__(
-        self,
-        runtime: Runtime,
-        identity: str,
-        *,
-        semaphore: asyncio.Semaphore | None = None,
-        progress: Progress | None = None,
-        batch_size: int | None = None,
-        lanes: int | None = None,
-        reconcile_after: timedelta = RECONCILE_AFTER,
-    ) -> None:
-        worker = runtime.settings.worker
-        self.runtime = runtime
-        self.identity = identity
-        self.batch_size = batch_size or worker.batch_size
-        self.lease_seconds = worker.lease_seconds
-        self.semaphore = semaphore or asyncio.Semaphore(worker.concurrency)
-        # Enough lanes to keep `concurrency` processor calls in flight, and at least two so
-        # one lane's database work overlaps another's processor calls.
-        self.lanes = lanes or max(2, min(8, math.ceil(worker.concurrency / self.batch_size)))
-        self.progress = progress
-        self.reconcile_after = reconcile_after
-        self.summary = RenewalSummary()
+    summary_type = RenewalSummary
 
     async def run(self) -> RenewalSummary:
         """Renew everything due now, clients with a sandbox clock offset first."""
@@ -291,19 +253,8 @@ class RenewalPass:
         `now()` is the due-time bound of each claim; with `offsets` each row is processed at
         its own client's now (the bound plus the client's offset).
         """
-        offsets = offsets or {}
-
-        async def lane() -> None:
-            while not stop_requested():
-                done = await self.process_one_batch(client_id=client_id, now=now(), offsets=offsets)
-                if done == 0:
-                    return
-
-        # A task group: if one lane fails, the others stop too (their claimed rows come back
-        # when the leases run out, and their pending charges are resumed, never repeated).
-        async with asyncio.TaskGroup() as lanes:
-            for _ in range(self.lanes):
-                lanes.create_task(lane())
+        bounds = offsets or {}
+        await self.in_lanes(lambda: self.process_one_batch(client_id=client_id, now=now(), offsets=bounds))
         return self.summary
 
     async def process_one_batch(
@@ -500,8 +451,7 @@ class RenewalPass:
                 new_events.append(
                     NewEvent(
                         client_id=item.sub.client_id,
-                        type=f"charge.{record.state}",
-                        payload=record.event_payload(result.request),
+                        payload=record.event(result.request),
                         created_at=item.now,
                         subscription_id=item.sub.id,
                         sequence=sequence,
@@ -534,22 +484,20 @@ class RenewalPass:
         self, item: _Item, transition: Transition, first_sequence: int, result: ChargeResult | None = None
     ) -> list[NewEvent]:
         out: list[NewEvent] = []
-        extra: dict[str, Any] = {}
+        context: dict[str, Any] = {}
         if result is not None:
-            extra["attempt"] = result.request.attempt
-            extra["periodStart"] = _iso(result.request.period_start)
+            context["attempt"] = result.request.attempt
+            context["period_start"] = result.request.period_start
             if result.charge is not None:
-                extra["chargeId"] = result.charge.charge_id
+                context["charge_id"] = result.charge.charge_id
             if result.state == "failed":
-                extra["declineCode"] = result.decline_code
-                extra["hardDecline"] = result.hard
-        payload = _subscription_payload(item.sub, transition.state, **extra)
+                context["decline_code"] = result.decline_code
+                context["hard_decline"] = result.hard
         for offset, event_type in enumerate(transition.events):
             out.append(
                 NewEvent(
                     client_id=item.sub.client_id,
-                    type=event_type,
-                    payload=payload,
+                    payload=_renewal_event(event_type, item.sub, transition.state, **context),
                     created_at=item.now,
                     subscription_id=item.sub.id,
                     sequence=first_sequence + offset,

@@ -91,7 +91,7 @@ async def test_default_then_fallback_with_outcomes_recorded_before_apply(engine_
         ("bat_1:0:m1", "succeeded", 1),
     ]
     assert rows[1].expected_settlement_date == date(2026, 1, 16)
-    payload = result.records[1].event_payload(request)
+    payload = result.records[1].event(request).to_json()
     assert (payload["amount"], payload["amountMinor"], payload["state"]) == ("5.00", 500, "succeeded")
 
 
