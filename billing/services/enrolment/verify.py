@@ -4,9 +4,10 @@ asked to, enrol the cardholder in a plan.
 The first charge is crash-safe. Before the processor is asked for money, one database
 transaction saves the card, writes the `pending` enrolment charge (key `enrol:{trx}:{attempt}`,
 carrying everything needed to create the subscription and to send the charge again identically)
-and marks the transaction `enrolling`; then the charge is sent. A definite answer is settled at
-once (see `enrolment_settlement`); no answer is looked up once by the same key and otherwise left
-to the recovery pass, which finishes it exactly once. When a slow answer arrives after the
+and marks the transaction `enrolling`; then the charge is sent through the shared charge machine
+(`billing.services.charging.call_processor`). A definite answer is settled at once (see
+`settlement.py`); no answer is looked up once by the same key and otherwise left to the recovery
+pass (`recovery.py`), which finishes it exactly once. When a slow answer arrives after the
 recovery pass settled the charge, the request answers with what the pass decided. The
 subscription exists only once its first charge succeeded.
 
