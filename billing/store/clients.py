@@ -58,14 +58,23 @@ async def revoke_family(session: Session, family_id: str, now: datetime) -> None
     )
 
 
-async def family_revoked(session: Session, family_id: str) -> bool:
-    query = (
+async def client_for_token(session: Session, client_id: str, family_id: str) -> tuple[Client, bool] | None:
+    """The client an access token names and whether its token family was revoked: one statement.
+
+    Every authenticated request asks both questions, so they travel in one round trip.
+    """
+    revoked = (
         select(RefreshToken.id)
         .where(RefreshToken.family_id == family_id)
         .where(col(RefreshToken.revoked_at).is_not(None))
-        .limit(1)
+        .exists()
     )
-    return (await session.exec(query)).first() is not None
+    query = select(Client, revoked.label("revoked")).where(Client.id == client_id)
+    row = (await session.exec(query)).first()
+    if row is None:
+        return None
+    client, family_revoked = row
+    return client, bool(family_revoked)
 
 
 async def remember_signature(session: Session, client_id: str, digest: str, expires_at: datetime) -> bool:

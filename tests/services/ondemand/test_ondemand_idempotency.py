@@ -7,6 +7,7 @@ key is settled) can let a retry with the same key queue the batch a second time.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -20,6 +21,7 @@ from sqlmodel import func, select
 
 import api.controllers.charges as charges_controller
 import api.idempotency as idempotency_edge
+from api.request_session import RequestDatabase
 from billing.domain.errors import BillingError
 from billing.services import idempotency, ondemand
 from billing.services.ondemand import intake as ondemand_intake
@@ -43,20 +45,41 @@ async def item_count(runtime: Any) -> int:
 
 
 def fail_after_the_batch_commits(runtime: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """The first session that commits a batch raises once the commit is done: a lost commit ack."""
-    real = runtime.sessions
+    """The first session that commits a batch raises once the commit is done: a lost commit ack.
+
+    API requests run their sessions on the request's own connection (api/request_session.py), so
+    the request-bound sessions are wrapped as well as the runtime's.
+    """
     failures = {"raised": 0}
 
-    @asynccontextmanager
-    async def sessions() -> AsyncIterator[Any]:
-        async with real() as session:
-            yield session
-            holds_a_batch = any(isinstance(obj, Batch) for obj in session.identity_map.values())
-        if holds_a_batch and failures["raised"] == 0:
-            failures["raised"] += 1
-            raise ConnectionResetError("connection lost after COMMIT")
+    def failing(real: Any) -> Any:
+        @asynccontextmanager
+        async def sessions() -> AsyncIterator[Any]:
+            async with real() as session:
+                yield session
+                holds_a_batch = any(isinstance(obj, Batch) for obj in session.identity_map.values())
+            if holds_a_batch and failures["raised"] == 0:
+                failures["raised"] += 1
+                raise ConnectionResetError("connection lost after COMMIT")
 
-    monkeypatch.setattr(runtime, "sessions", sessions)
+        return sessions
+
+    monkeypatch.setattr(runtime, "sessions", failing(runtime.sessions))
+    bound_runtime = RequestDatabase.bound_runtime
+
+    async def failing_bound_runtime(self: RequestDatabase) -> Any:
+        bound = await bound_runtime(self)
+        return dataclasses.replace(bound, sessions=failing(bound.sessions))
+
+    started = RequestDatabase.started.fget
+    assert started is not None
+
+    def failing_started(self: RequestDatabase) -> Any:
+        bound = started(self)
+        return None if bound is None else dataclasses.replace(bound, sessions=failing(bound.sessions))
+
+    monkeypatch.setattr(RequestDatabase, "bound_runtime", failing_bound_runtime)
+    monkeypatch.setattr(RequestDatabase, "started", property(failing_started))
     return failures
 
 
