@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import ssl
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -39,7 +40,7 @@ def _outcome(data: dict[str, Any]) -> Outcome:
 class _Lane:
     """One httpx client and a semaphore as wide as its pool, so requests never queue inside httpx."""
 
-    def __init__(self, base_url: str, size: int, timeout_seconds: float) -> None:
+    def __init__(self, base_url: str, size: int, timeout_seconds: float, tls: ssl.SSLContext) -> None:
         self.slots = asyncio.Semaphore(size)
         self.client = httpx.AsyncClient(
             base_url=base_url,
@@ -47,7 +48,7 @@ class _Lane:
             timeout=httpx.Timeout(timeout_seconds, pool=None),
             headers={"Content-Type": "application/json"},
             transport=httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size)
+                verify=tls, limits=httpx.Limits(max_connections=size, max_keepalive_connections=size)
             ),
         )
 
@@ -77,7 +78,8 @@ class HttpSandboxProcessor:
             raise ValueError("the sandbox server URL must look like http://HOST:PORT")
         count = max(1, -(-max_connections // calls_per_client))
         size = -(-max_connections // count)
-        self._lanes = [_Lane(base_url, size, timeout_seconds) for _ in range(count)]
+        tls = ssl.create_default_context()  # one for all lanes: building one per client is slow
+        self._lanes = [_Lane(base_url, size, timeout_seconds, tls) for _ in range(count)]
         self._next_lane = itertools.cycle(self._lanes)
         self._timeout = timeout_seconds
 
