@@ -12,7 +12,7 @@ is each worker process's own maximum resident set size.
 
 With the in-process sandbox processor, each worker keeps only the most recent sandbox
 ledger entries (the sandbox's own bookkeeping, not the engine's, would otherwise grow with
-N). With `--processor-latency-ms` the charges go over HTTP (httpx, `billing.processors.http_sandbox`)
+N). With `--processor-latency-ms` the charges go over HTTP (`billing.processors.http_sandbox`)
 to `billing sandbox serve` in its own process, which answers after that delay.
 """
 

@@ -9,22 +9,14 @@ gets a 5xx answers `unknown`, and only `lookup` can tell what happened.
 from __future__ import annotations
 
 import asyncio
-import itertools
+import contextlib
 import json
-import ssl
 from typing import Any
 from urllib.parse import quote, urlsplit
-
-import httpx
 
 from billing.domain.errors import BY_NAME, BillingError
 from billing.processors.base import CardInfo, CardToken, Outcome
 from billing.processors.sandbox import is_sandbox_token
-
-# Calls in flight per httpx client. httpx's pool walks its queued requests and its connections on
-# every request and every answer, so one pool with hundreds of connections spends more CPU than
-# the engine it serves; several small pools behind one semaphore each keep that walk short.
-_CALLS_PER_CLIENT = 32
 
 
 def _outcome(data: dict[str, Any]) -> Outcome:
@@ -37,27 +29,72 @@ def _outcome(data: dict[str, Any]) -> Outcome:
     )
 
 
-class _Lane:
-    """One httpx client and a semaphore as wide as its pool, so requests never queue inside httpx."""
+class _Connection:
+    """One keep-alive HTTP/1.1 connection to the sandbox server."""
 
-    def __init__(self, base_url: str, size: int, timeout_seconds: float, tls: ssl.SSLContext) -> None:
-        self.slots = asyncio.Semaphore(size)
-        self.client = httpx.AsyncClient(
-            base_url=base_url,
-            # The whole call may take timeout_seconds; waiting for a free slot is not part of it.
-            timeout=httpx.Timeout(timeout_seconds, pool=None),
-            headers={"Content-Type": "application/json"},
-            transport=httpx.AsyncHTTPTransport(
-                verify=tls, limits=httpx.Limits(max_connections=size, max_keepalive_connections=size)
-            ),
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def request(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        self.writer.write(
+            f"{method} {path} HTTP/1.1\r\nHost: sandbox\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
         )
+        await self.writer.drain()
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class _Pool:
+    """Keep-alive connections, at most `size` at once, reused newest first.
+
+    The sandbox server speaks a fixed, minimal HTTP/1.1 (Content-Length bodies, keep-alive),
+    so this client stays tiny and cheap: at hundreds of calls in flight, a general-purpose
+    client's per-request bookkeeping would cost more than the engine being measured.
+    """
+
+    def __init__(self, host: str, port: int, size: int) -> None:
+        self._host = host
+        self._port = port
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[_Connection] = []
+
+    async def request(self, method: str, path: str, body: bytes, limit_seconds: float) -> tuple[int, bytes]:
+        async with self._slots:
+            connection = self._idle.pop() if self._idle else None
+            try:
+                async with asyncio.timeout(limit_seconds):
+                    if connection is None:
+                        connection = _Connection(*await asyncio.open_connection(self._host, self._port))
+                    answer = await connection.request(method, path, body)
+            except BaseException:
+                if connection is not None:
+                    connection.close()
+                raise
+            self._idle.append(connection)
+            return answer
+
+    def close(self) -> None:
+        for connection in self._idle:
+            connection.close()
+        self._idle.clear()
 
 
 class HttpSandboxProcessor:
-    """The sandbox processor at `base_url` (e.g. "http://127.0.0.1:8766"), over httpx.
-
-    Up to `max_connections` calls are in flight at once, spread over several httpx clients of
-    `calls_per_client` connections each (see `_CALLS_PER_CLIENT`).
+    """The sandbox processor at `base_url` (e.g. "http://127.0.0.1:8766").
 
     Transport trouble (refused connection, reset, timeout after `timeout_seconds`, 5xx)
     makes `charge` answer `unknown` and the other calls raise 7205 PROCESSOR_ERROR.
@@ -65,36 +102,22 @@ class HttpSandboxProcessor:
 
     slug = "sandbox"
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        timeout_seconds: float = 5.0,
-        max_connections: int = 100,
-        calls_per_client: int = _CALLS_PER_CLIENT,
-    ) -> None:
+    def __init__(self, base_url: str, *, timeout_seconds: float = 5.0, max_connections: int = 100) -> None:
         parsed = urlsplit(base_url)
         if parsed.scheme != "http" or not parsed.hostname:
             raise ValueError("the sandbox server URL must look like http://HOST:PORT")
-        count = max(1, -(-max_connections // calls_per_client))
-        size = -(-max_connections // count)
-        tls = ssl.create_default_context()  # one for all lanes: building one per client is slow
-        self._lanes = [_Lane(base_url, size, timeout_seconds, tls) for _ in range(count)]
-        self._next_lane = itertools.cycle(self._lanes)
+        self._pool = _Pool(parsed.hostname, parsed.port or 80, max_connections)
         self._timeout = timeout_seconds
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-        lane = next(self._next_lane)
-        content = json.dumps(body).encode() if body is not None else None
-        async with lane.slots:
-            async with asyncio.timeout(self._timeout):
-                response = await lane.client.request(method, path, content=content)
-        return response.status_code, json.loads(response.content) if response.content else {}
+        payload = json.dumps(body).encode() if body is not None else b""
+        status, data = await self._pool.request(method, path, payload, self._timeout)
+        return status, json.loads(data) if data else {}
 
     async def _checked(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
             status, data = await self._call(method, path, body)
-        except (httpx.TransportError, TimeoutError, ValueError) as exc:
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
             raise BillingError("PROCESSOR_ERROR", message="The sandbox processor did not answer.") from exc
         if status >= 500:
             raise BillingError("PROCESSOR_ERROR", message="The sandbox processor failed.")
@@ -165,7 +188,7 @@ class HttpSandboxProcessor:
         }
         try:
             status, data = await self._call("POST", "/charge", body)
-        except (httpx.TransportError, TimeoutError, ValueError):
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
             return Outcome.unknown()
         if status >= 500:
             return Outcome.unknown()
@@ -186,6 +209,5 @@ class HttpSandboxProcessor:
         return await self._checked("GET", "/ledger")
 
     async def aclose(self) -> None:
-        """Close every connection."""
-        for lane in self._lanes:
-            await lane.client.aclose()
+        """Close the idle connections."""
+        self._pool.close()

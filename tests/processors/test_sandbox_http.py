@@ -82,10 +82,10 @@ async def test_an_authorization_can_be_voided_and_only_an_authorization(
     assert refused.value.spec.name == "STATE_CONFLICT"
 
 
-async def test_hundreds_of_calls_in_flight_through_a_few_small_pools(
+async def test_hundreds_of_calls_in_flight_over_a_bounded_pool(
     sandbox_server: Callable[..., str],
 ) -> None:
-    client = HttpSandboxProcessor(sandbox_server(latency_ms=20), max_connections=96, calls_per_client=16)
+    client = HttpSandboxProcessor(sandbox_server(latency_ms=20), max_connections=96)
     outcomes: dict[int, str] = {}
 
     async def charge(n: int) -> None:
