@@ -436,7 +436,7 @@ RENEWER_START_SECONDS = 10.0  # room for the renewal process to import and conne
 
 _RENEWER = """
 import asyncio, sys, time
-from billing.clock import SystemClock
+from billing.domain.clock import SystemClock
 from billing.processors.sandbox import SandboxProcessor
 from billing.services.pass_control import stop_when
 from billing.services.renewals import RenewalPass

@@ -111,9 +111,12 @@ async def claim_due_subscriptions(
     )
     if is_postgres(session):
         candidates = candidates.with_for_update(skip_locked=True)
+    chosen: list[Any] = [_SUB.c.id.in_(candidates.scalar_subquery())]
+    if client_id is not None:
+        chosen.append(_SUB.c.client_id == client_id)  # names the shard on Citus (docs/scaling.md)
     statement = (
         update(_SUB)
-        .where(_SUB.c.id.in_(candidates.scalar_subquery()))
+        .where(*chosen)
         .values(lease_owner=owner, lease_until=real_now + timedelta(seconds=lease_seconds))
         .returning(*_CLAIMED_COLUMNS)
     )

@@ -11,6 +11,7 @@ from sqlmodel import col, select
 from billing.store.bulk import dialect_insert
 from billing.store.engine import Session
 from billing.store.models import Client, RefreshToken, SeenSignature, SigningKey
+from billing.store.owned import owned_row
 
 
 async def get_client(session: Session, client_id: str) -> Client | None:
@@ -29,8 +30,7 @@ async def keys_of(session: Session, client_id: str, *, include_revoked: bool = F
 
 
 async def get_key(session: Session, client_id: str, key_id: str) -> SigningKey | None:
-    key = await session.get(SigningKey, key_id)
-    return key if key is not None and key.client_id == client_id else None
+    return await owned_row(session, SigningKey, client_id, key_id)
 
 
 async def refresh_token_by_hash(session: Session, token_hash: str) -> RefreshToken | None:

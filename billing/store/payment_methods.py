@@ -16,6 +16,7 @@ from sqlmodel import col, select
 from billing.domain.card_numbers import may_hold_card_number
 from billing.store.engine import Session
 from billing.store.models import PaymentMethod, Subscription
+from billing.store.owned import owned_row
 
 _METHOD = PaymentMethod.metadata.tables["payment_method"]
 _CHUNK = 1000
@@ -50,8 +51,7 @@ async def add_payment_method(session: Session, method: PaymentMethod) -> Payment
 
 async def get_payment_method(session: Session, client_id: str, method_id: str) -> PaymentMethod | None:
     """The client's payment method with this id (any status); another client's is None."""
-    method = await session.get(PaymentMethod, method_id)
-    return method if method is not None and method.client_id == client_id else None
+    return await owned_row(session, PaymentMethod, client_id, method_id)
 
 
 async def active_methods(session: Session, client_id: str, user_id: str) -> Sequence[PaymentMethod]:

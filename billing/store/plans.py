@@ -10,6 +10,7 @@ from sqlmodel import col, select
 
 from billing.store.engine import Session
 from billing.store.models import Plan
+from billing.store.owned import owned_row
 
 _PLAN = Plan.metadata.tables["plan"]
 _CHUNK = 1000
@@ -24,8 +25,7 @@ async def add_plan(session: Session, plan: Plan) -> Plan:
 
 async def get_plan(session: Session, client_id: str, plan_id: str) -> Plan | None:
     """The client's plan with this id; another client's plan is None, exactly like a missing one."""
-    plan = await session.get(Plan, plan_id)
-    return plan if plan is not None and plan.client_id == client_id else None
+    return await owned_row(session, Plan, client_id, plan_id)
 
 
 async def list_plans(session: Session, client_id: str) -> Sequence[Plan]:

@@ -36,6 +36,7 @@ def test_unique_keys_the_engine_relies_on_exist(db_url: str) -> None:
             idem = {tuple(u["column_names"]) for u in inspector.get_unique_constraints("idempotency_record")}
     finally:
         engine.dispose()
-    assert ("subscription_id", "period_start", "attempt", "method_index") in charge
+    assert ("client_id", "subscription_id", "period_start", "attempt", "method_index") in charge
+    assert ("client_id", "idempotency_key") in charge
     assert ("client_id", "external_id") in trx
     assert ("client_id", "key") in idem

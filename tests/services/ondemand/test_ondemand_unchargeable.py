@@ -36,6 +36,7 @@ async def queue_raw_items(
         for index, (sub_id, amount_minor, currency) in enumerate(items):
             session.add(
                 BatchItem(
+                    client_id=client_id,
                     batch_id=batch.id,
                     item_index=index,
                     subscription_id=sub_id,
