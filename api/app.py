@@ -6,9 +6,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, Router
+from litestar import Litestar, Request, Router
 from litestar.config.app import AppConfig
-from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.routes import HTTPRoute
 
@@ -27,10 +26,10 @@ from api.idempotency import IDEMPOTENCY_EXCEPTION_HANDLERS, claim_idempotency_ke
 from api.input_hygiene import refuse_unsafe_input
 from api.middleware import options_allow_middleware, request_log_middleware
 from api.openapi import openapi_config
+from api.request_session import current_runtime, request_connection_middleware
 from api.requests import BillingRequest
 from billing import __version__
-from billing.clock import SystemClock
-from billing.domain.clock import Clock
+from billing.domain.clock import Clock, SystemClock
 from billing.services.runtime import Runtime, build_runtime
 from billing.settings import Settings, load_settings
 
@@ -47,9 +46,9 @@ def _route_handlers() -> list[Any]:
     return handlers
 
 
-async def provide_runtime(state: State) -> Runtime:
-    runtime: Runtime = state.runtime
-    return runtime
+async def provide_runtime(request: Request[Any, Any, Any]) -> Runtime:
+    """The runtime; on merchant routes its sessions share the request's connection (api/request_session.py)."""
+    return current_runtime(request)
 
 
 def create_app(
@@ -96,6 +95,8 @@ def create_app(
         for path in (r.path, r.path_format)
     }
     handler = options_allow_middleware(idempotency_middleware(app.asgi_handler), allowed)
+    # Around the idempotency layer: storing the answer uses the request's connection too.
+    handler = request_connection_middleware(handler, lambda: app.state.runtime)
     # Outermost layer, so unrouted requests (404, 405) get a request id and a log line too.
     app.asgi_handler = request_log_middleware(handler)
     return app

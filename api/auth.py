@@ -9,10 +9,10 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Scope
 
+from api.request_session import request_runtime
 from billing.domain.errors import BillingError
 from billing.services import auth
 from billing.services.auth import AuthenticatedClient
-from billing.services.runtime import Runtime
 
 SIGNED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _STATE_KEY = "merchant"
@@ -41,7 +41,7 @@ async def authenticate_request(connection: ASGIConnection[Any, Any, Any, Any], _
     # OPTIONS only lists the methods of a path: it reveals nothing and needs no token.
     if not needs_auth(connection.url.path) or connection.scope.get("method") == "OPTIONS":
         return
-    runtime: Runtime = connection.app.state.runtime
+    runtime = await request_runtime(connection)
     secret = runtime.settings.jwt_secret()
     state = connection.scope.setdefault("state", {})
     async with runtime.sessions() as session:

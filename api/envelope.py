@@ -57,6 +57,16 @@ class ErrorEnvelope(BaseModel):
     requestId: str | None = Field(None, examples=["req_3f9c2a7b1d4e5f60"])
 
 
-def ok(data: Any, message: str = "OK") -> dict[str, Any]:
-    """A success envelope as a plain dict (for handlers that build their own responses)."""
-    return {"success": True, "message": message, "data": data}
+def ok(data: Any, message: str = "OK", **top_level: Any) -> dict[str, Any]:
+    """The success envelope as a plain dict; every success answer is built here.
+
+    `top_level` adds fields beside `data` where the Migo API has them (`trackingId`).
+    """
+    return {"success": True, "message": message, **top_level, "data": data}
+
+
+def failure(
+    message: str, errors: list[dict[str, Any]], request_id: str | None, **top_level: Any
+) -> dict[str, Any]:
+    """The error envelope as a plain dict; every failed answer is built here."""
+    return {"success": False, "message": message, "errors": errors, "requestId": request_id, **top_level}

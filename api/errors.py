@@ -11,6 +11,7 @@ from litestar.enums import ParamType
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.params import ParameterKwarg
 
+from api.envelope import failure
 from billing.domain.errors import BillingError, ErrorItem, spec
 from billing.store.engine import database_unavailable
 
@@ -29,12 +30,7 @@ def error_response(
     items: list[ErrorItem],
     headers: dict[str, str] | None = None,
 ) -> Response[dict[str, Any]]:
-    body: dict[str, Any] = {
-        "success": False,
-        "message": message,
-        "errors": [item.as_dict() for item in items],
-        "requestId": request_id_of(request),
-    }
+    body = failure(message, [item.as_dict() for item in items], request_id_of(request))
     return Response(body, status_code=status, headers=headers)
 
 

@@ -29,6 +29,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import merchant_of, pending_signature
+from api.request_session import request_runtime
 from billing.services import auth, idempotency
 from billing.services.idempotency import Claim, StoredResponse
 from billing.services.runtime import Runtime
@@ -63,7 +64,7 @@ async def claim_idempotency_key(connection: ASGIConnection[Any, Any, Any, Any], 
     if key is None or merchant is None:
         return
     body = await connection.body()  # cached in the scope: the handler reads the same bytes
-    runtime: Runtime = connection.app.state.runtime
+    runtime = await request_runtime(connection)
     fingerprint = idempotency.request_hash(
         "POST", connection.scope["path"], connection.scope.get("query_string", b""), body
     )

@@ -11,7 +11,7 @@ The database named in the URL is dropped and re-created (it must be a scratch da
    distinct active subscriptions) to `/v1/subscriptions/charges`, timing each request from
    the first byte sent to the 202 received. Target: under 1 s for 5,000 items.
 2. **Drain**: `--workers` processes run the real on-demand pass
-   (`billing.services.ondemand_drain`) with the in-process sandbox processor until no item is
+   (`billing.services.ondemand.drain`) with the in-process sandbox processor until no item is
    left; the rate is charged items over the wall time from their common start to the last
    worker's end.
 """
@@ -65,7 +65,7 @@ async def seed(url: str, subscriptions: int) -> tuple[str, str, list[str]]:
     """One sandbox client with a key pair, a plan, and `subscriptions` active subscriptions on approving cards."""
     import sqlalchemy as sa
 
-    from billing.clock import SystemClock
+    from billing.domain.clock import SystemClock
     from billing.services.auth import create_client
     from billing.settings import AuthSettings
     from billing.store.engine import create_engine, session_factory
@@ -256,9 +256,9 @@ def _worker_main(args: dict[str, Any], index: int, queue: Any, start_at: float) 
 
 
 async def _drain(args: dict[str, Any], index: int, start_at: float) -> DrainReport:
-    from billing.clock import SystemClock
+    from billing.domain.clock import SystemClock
     from billing.processors.sandbox import SandboxProcessor
-    from billing.services.ondemand_drain import OnDemandPass
+    from billing.services.ondemand import OnDemandPass
     from billing.services.runtime import build_runtime
     from billing.settings import load_settings
 

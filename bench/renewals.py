@@ -12,8 +12,8 @@ is each worker process's own maximum resident set size.
 
 With the in-process sandbox processor, each worker keeps only the most recent sandbox
 ledger entries (the sandbox's own bookkeeping, not the engine's, would otherwise grow with
-N). With `--processor-latency-ms` the charges go over HTTP to `billing.processors.sandbox_server`
-in its own process, which answers after that delay.
+N). With `--processor-latency-ms` the charges go over HTTP (`billing.processors.http_sandbox`)
+to `billing sandbox serve` in its own process, which answers after that delay.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import os
 import pstats
 import resource
 import secrets
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -166,7 +165,7 @@ def _worker_main(args: dict[str, Any], index: int, queue: Any, start_at: float) 
 
 
 async def _work(args: dict[str, Any], index: int, start_at: float) -> WorkerReport:
-    from billing.clock import SystemClock
+    from billing.domain.clock import SystemClock
     from billing.processors.sandbox import SandboxProcessor
     from billing.services.renewals import RenewalPass
     from billing.services.runtime import build_runtime
@@ -247,27 +246,6 @@ def _still_due(url: str) -> tuple[int, int]:
     return int(due[0]), int(leased[0])
 
 
-def _start_processor_server(latency_ms: int, timeout_rate: float) -> tuple[subprocess.Popen[bytes], str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "billing.processors.sandbox_server",
-            "--port",
-            "0",
-            "--latency-ms",
-            str(latency_ms),
-            "--timeout-rate",
-            str(timeout_rate),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().decode().strip()  # "listening on http://127.0.0.1:PORT"
-    return proc, line.rsplit(" ", 1)[-1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -301,7 +279,11 @@ def main() -> None:
     server = None
     processor_url = None
     if options.processor_latency_ms is not None:
-        server, processor_url = _start_processor_server(options.processor_latency_ms, options.timeout_rate)
+        from billing.processors.sandbox_server import start_service
+
+        server, processor_url = start_service(
+            latency_ms=options.processor_latency_ms, timeout_rate=options.timeout_rate
+        )
         print(f"processor: HTTP sandbox at {processor_url}, {options.processor_latency_ms} ms per call")
     else:
         print("processor: in-process sandbox")
@@ -327,8 +309,9 @@ def main() -> None:
     for proc in procs:
         proc.join()
     if server is not None:
-        server.terminate()
-        server.wait()
+        from billing.processors.sandbox_server import stop_service
+
+        stop_service(server)
     wall = max(r.seconds for r in reports)
     renewed = sum(r.renewed for r in reports)
     due_left, leased = _still_due(url)

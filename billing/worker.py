@@ -18,11 +18,11 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from billing.services import charge_reconciliation, enrolment_recovery
+from billing.services.enrolment import run_recovery
 from billing.services.idempotency import purge_pass as purge_idempotency_records
-from billing.services.ondemand_drain import run_ondemand
+from billing.services.ondemand import run_ondemand
 from billing.services.pass_control import stop_when
-from billing.services.renewals import run_renewals
+from billing.services.renewals import run_reconciliation, run_renewals
 from billing.services.runtime import Runtime
 from billing.services.webhooks.delivery import Deliverer
 from billing.services.webhooks.delivery import purge_pass as purge_events
@@ -42,8 +42,8 @@ def registered_passes() -> list[tuple[str, Pass]]:
     passes: list[tuple[str, Pass]] = []
     passes.append(("renewals", run_renewals))
     passes.append(("ondemand", run_ondemand))
-    passes.append(("enrolment-recovery", enrolment_recovery.run))
-    passes.append(("charge-reconciliation", charge_reconciliation.run))
+    passes.append(("enrolment-recovery", run_recovery))
+    passes.append(("charge-reconciliation", run_reconciliation))
     passes.append(("idempotency-purge", purge_idempotency_records))  # housekeeping, last
     passes.append(("event-purge", purge_events))
     return passes

@@ -126,7 +126,7 @@ def start_time() -> datetime:
 
 @pytest.fixture
 def clock(start_time: datetime) -> Any:
-    from billing.domain.clock import FixedClock
+    from tests.clock import FixedClock
 
     return FixedClock(start_time)
 

@@ -25,13 +25,18 @@ def free_port() -> int:
 
 @contextmanager
 def running_engine(
-    workdir: Path, *, processes: list[subprocess.Popen[str]] | None = None, **settings: str
+    workdir: Path,
+    *serve_args: str,
+    start_seconds: float = 30,
+    processes: list[subprocess.Popen[str]] | None = None,
+    **settings: str,
 ) -> Iterator[tuple[str, dict[str, str]]]:
     """Serve on a fresh SQLite file in ``workdir``; yield the base URL and the environment it runs with.
 
-    ``settings`` are extra environment variables (``BILLING_...``) for the server and for the
-    commands a test runs against it. The server process is appended to ``processes`` when given
-    (tests that kill it).
+    ``serve_args`` are extra options of ``billing serve``; ``settings`` are extra environment
+    variables (``BILLING_...``) for the server and for the commands a test runs against it. The
+    server's log is ``workdir / "serve.log"``. The server process is appended to ``processes``
+    when given (tests that kill it).
     """
     port = free_port()
     env = {
@@ -47,7 +52,7 @@ def running_engine(
     log_path = workdir / "serve.log"
     log_file = log_path.open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "billing.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "billing.cli", "serve", "--port", str(port), *serve_args],
         cwd=workdir,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -58,7 +63,7 @@ def running_engine(
         processes.append(server)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + start_seconds
         while time.monotonic() < deadline:
             if server.poll() is not None:
                 raise RuntimeError(f"billing serve exited:\n{log_path.read_text()}")

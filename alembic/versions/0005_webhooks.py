@@ -5,7 +5,7 @@ new shape. `event.dispatched_at` marks events whose deliveries exist; events wri
 revision are marked dispatched (no endpoint existed to receive them).
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-02 03:00:00
 
 """
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = '0005'
-down_revision: Union[str, None] = '0003'
+down_revision: Union[str, None] = '0004'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
@@ -85,7 +85,9 @@ def upgrade() -> None:
         ),
         sa.ForeignKeyConstraint(['event_id'], ['event.id'], name=op.f('fk_webhook_delivery_event_id_event')),
         sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_delivery')),
-        sa.UniqueConstraint('endpoint_id', 'event_id', name=op.f('uq_webhook_delivery_endpoint_id_event_id')),
+        sa.UniqueConstraint(
+            'client_id', 'endpoint_id', 'event_id', name=op.f('uq_webhook_delivery_client_id_endpoint_id_event_id')
+        ),
     )
     with op.batch_alter_table('webhook_delivery', schema=None) as batch_op:
         batch_op.create_index('ix_webhook_delivery_due', ['status', 'next_attempt_at'], unique=False)
@@ -129,6 +131,7 @@ def downgrade() -> None:
         sa.Column('id', _ID, nullable=False),
         sa.Column('endpoint_id', _ID, nullable=False),
         sa.Column('event_id', _ID, nullable=False),
+        sa.Column('client_id', _ID, nullable=False),
         sa.Column('status', _text(16), nullable=False),
         sa.Column('attempts', sa.Integer(), nullable=False),
         sa.Column('next_attempt_at', _WHEN, nullable=True),
@@ -141,8 +144,11 @@ def downgrade() -> None:
             ['endpoint_id'], ['webhook_endpoint.id'], name=op.f('fk_webhook_delivery_endpoint_id_webhook_endpoint')
         ),
         sa.ForeignKeyConstraint(['event_id'], ['event.id'], name=op.f('fk_webhook_delivery_event_id_event')),
+        sa.ForeignKeyConstraint(['client_id'], ['client.id'], name=op.f('fk_webhook_delivery_client_id_client')),
         sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_delivery')),
-        sa.UniqueConstraint('endpoint_id', 'event_id', name=op.f('uq_webhook_delivery_endpoint_id_event_id')),
+        sa.UniqueConstraint(
+            'client_id', 'endpoint_id', 'event_id', name=op.f('uq_webhook_delivery_client_id_endpoint_id_event_id')
+        ),
     )
     with op.batch_alter_table('webhook_delivery', schema=None) as batch_op:
         batch_op.create_index('ix_webhook_delivery_due', ['status', 'next_attempt_at'], unique=False)

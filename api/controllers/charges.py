@@ -28,7 +28,7 @@ from api.schemas.charges import (
 )
 from api.schemas.wire import render, responses
 from billing.domain.errors import BillingError
-from billing.services import csv_intake, idempotency, ondemand
+from billing.services import idempotency, ondemand
 from billing.services.auth import AuthenticatedClient
 from billing.services.idempotency import Claim
 from billing.services.runtime import Runtime
@@ -37,7 +37,7 @@ from billing.store.models import Batch
 
 # Room for the multipart envelope around a file of exactly the limit; anything bigger is
 # refused by Litestar while reading (413, 7017) and the file's own size is checked below.
-_UPLOAD_BODY_LIMIT = csv_intake.CSV_MAX_BYTES + 64 * 1024
+_UPLOAD_BODY_LIMIT = ondemand.CSV_MAX_BYTES + 64 * 1024
 _READ_CHUNK = 1024 * 1024
 
 # Indexes are positions in a batch or CSV line numbers: far below 2**31, and a bound keeps
@@ -192,12 +192,12 @@ class ChargesController(Controller):
         ensure_same_client(merchant, data.clientId, field="clientId")
         ensure_same_client(merchant, query_client_id, field="clientId")
         try:
-            content = await _read_capped(data.file, csv_intake.CSV_MAX_BYTES)
+            content = await _read_capped(data.file, ondemand.CSV_MAX_BYTES)
         finally:
             await data.file.close()  # the spooled copy may be a temporary file on disk
         claim = claim_of_request(request)
         async with runtime.sessions() as session, session.begin():
-            receipt = await csv_intake.receive_csv(
+            receipt = await ondemand.receive_csv(
                 session,
                 runtime.clock,
                 client_id=merchant.id,
@@ -205,16 +205,9 @@ class ChargesController(Controller):
                 filename=data.file.filename,
                 max_rows=runtime.settings.ondemand.csv_max_rows,
             )
-            body = render(batch_received(receipt), "File received")
+            body = render(batch_received(receipt), "File received", trackingId=receipt.batch.tracking_id)
             # Migo keeps trackingId at the top level of this answer; data adds the batch summary.
-            answer = encode_json(
-                {
-                    "success": True,
-                    "message": body["message"],
-                    "trackingId": receipt.batch.tracking_id,
-                    "data": body["data"],
-                }
-            )
+            answer = encode_json(body)
             await _keep_answer(session, claim, answer)
         return _accepted(answer)
 
@@ -287,10 +280,10 @@ def _results_csv(runtime: Runtime, batch: Batch, tracking_id: str) -> Stream:
         async with runtime.sessions() as stream_session:
             first = True
             async for page in ondemand.outcome_pages(stream_session, batch):
-                yield csv_intake.results_csv(page, header=first)
+                yield ondemand.results_csv(page, header=first)
                 first = False
             if first:
-                yield csv_intake.results_csv([], header=True)
+                yield ondemand.results_csv([], header=True)
 
     return Stream(
         rows(),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from litestar import Response, get
+from litestar import Request, Response, get
 from litestar.di import NamedDependency
 from pydantic import BaseModel
 
-from api.envelope import ok
+from api.envelope import failure, ok
+from api.errors import request_id_of
 from api.schemas.wire import responses
+from billing.domain.errors import BillingError
 from billing.services.health import check_database
 from billing.services.runtime import Runtime
 
@@ -25,15 +27,17 @@ class HealthOut(BaseModel):
     summary="Liveness and database readiness",
     responses=responses(200, HealthOut, "Healthy", 503, authenticated=False),
 )
-async def health(runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
+async def health(
+    request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]
+) -> Response[dict[str, Any]]:
     """Answer 200 when the database answers, 503 (code 7019) when it does not."""
-    database_ok = await check_database(runtime)
-    body = ok({"database": "ok" if database_ok else "unavailable"}, "healthy" if database_ok else "unhealthy")
-    if not database_ok:
-        body = {
-            "success": False,
-            "message": "The database is unavailable.",
-            "errors": [{"code": "7019", "message": "The database is unavailable."}],
-            "data": body["data"],
-        }
-    return Response(body, status_code=200 if database_ok else 503)
+    if await check_database(runtime):
+        return Response(ok({"database": "ok"}, "healthy"), status_code=200)
+    unavailable = BillingError("SERVICE_UNAVAILABLE", message="The database is unavailable.")
+    body = failure(
+        unavailable.detail,
+        [item.as_dict() for item in unavailable.items()],
+        request_id_of(request),
+        data={"database": "unavailable"},
+    )
+    return Response(body, status_code=503)

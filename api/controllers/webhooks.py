@@ -17,7 +17,6 @@ from api.schemas.webhooks import (
     EndpointUpdateIn,
     EventOut,
     EventPage,
-    EventType,
     ReplayIn,
     ReplayOut,
     delivery_out,
@@ -27,6 +26,7 @@ from api.schemas.webhooks import (
 )
 from api.schemas.wire import render, responses
 from billing.domain.errors import BillingError
+from billing.domain.webhooks import EVENT_TYPES
 from billing.services.auth import AuthenticatedClient
 from billing.services.runtime import Runtime
 from billing.services.webhooks import endpoints, history
@@ -281,7 +281,15 @@ class EventsController(Controller):
         merchant: NamedDependency[AuthenticatedClient],
         starting_after: StartingAfter = None,
         limit: PageSize = 50,
-        type: Annotated[EventType | None, QueryParameter(name="type", description="Only this type.")] = None,
+        type: Annotated[
+            str | None,
+            QueryParameter(
+                name="type",
+                max_length=64,
+                description="Only this type.",
+                schema_extra={"enum": list(EVENT_TYPES)},
+            ),
+        ] = None,
         subscription_id: Annotated[
             str | None,
             QueryParameter(name="subscriptionId", max_length=40, description="Only this subscription's."),

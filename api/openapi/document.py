@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
 
 from api.auth import SIGNED_METHODS, needs_auth
-from api.envelope import ErrorEnvelope
+from api.envelope import ErrorEnvelope, failure
 from api.schemas.wire import ERROR_TEXT
 from billing.domain.errors import spec
 from billing.services.idempotency import MAX_KEY_LENGTH
@@ -140,12 +140,7 @@ def _error_example(status: int, path: str) -> dict[str, Any]:
     entry: dict[str, Any] = {"code": row.code, "message": row.message}
     if status == 400:
         entry = {"code": row.code, "message": "plan.amount: must be a number", "field": "plan.amount"}
-    return {
-        "success": False,
-        "message": entry["message"],
-        "errors": [entry],
-        "requestId": "req_3f9c2a7b1d4e5f60",
-    }
+    return failure(entry["message"], [entry], "req_3f9c2a7b1d4e5f60")
 
 
 @cache

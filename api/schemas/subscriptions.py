@@ -19,7 +19,7 @@ from api.schemas.wire import Amount, CurrencyOut, Email, Flag, OutModel, Text, W
 from billing.domain.errors import BillingError
 from billing.domain.money import from_minor
 from billing.services.enrolment import VerifyCardRequest
-from billing.services.enrolment_settlement import Enrolment
+from billing.services.enrolment.settlement import Enrolment
 from billing.services.subscriptions import SubscriptionView
 from billing.store.models import Charge
 

@@ -36,7 +36,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
-from api.envelope import Envelope, ErrorEnvelope
+from api.envelope import Envelope, ErrorEnvelope, ok
 from billing.domain.money import CURRENCY_EXPONENTS
 
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}")
@@ -219,13 +219,13 @@ def _raw_numbers(value: Any) -> Any:
     return value
 
 
-def render(data: BaseModel | list[BaseModel], message: str) -> dict[str, Any]:
+def render(data: BaseModel | list[BaseModel], message: str, **top_level: Any) -> dict[str, Any]:
     """The success envelope for a response model (or a list of them), amounts as JSON numbers."""
     if isinstance(data, list):
         dumped: Any = [item.model_dump(mode="python", by_alias=True) for item in data]
     else:
         dumped = data.model_dump(mode="python", by_alias=True)
-    return {"success": True, "message": message, "data": _raw_numbers(dumped)}
+    return ok(_raw_numbers(dumped), message, **top_level)
 
 
 ERROR_TEXT = {

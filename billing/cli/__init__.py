@@ -12,6 +12,7 @@ from billing.cli.config import config_group
 from billing.cli.database import migrate
 from billing.cli.policy import policy_group
 from billing.cli.renewals import renewals_group
+from billing.cli.sandbox import sandbox_group
 from billing.cli.serve import serve, worker
 from billing.cli.signing import sign
 from billing.cli.webhooks import webhooks_group
@@ -32,6 +33,7 @@ cli.add_command(charges_group)
 cli.add_command(sign)
 cli.add_command(renewals_group)
 cli.add_command(policy_group)
+cli.add_command(sandbox_group)
 cli.add_command(webhooks_group)
 
 

@@ -20,11 +20,11 @@ from sqlalchemy.exc import DBAPIError
 
 from billing.cli.common import settings_or_exit
 from billing.cli.serve import _maybe_migrate
-from billing.clock import SystemClock
+from billing.domain.clock import SystemClock
 from billing.domain.errors import BillingError
-from billing.services import csv_intake, ondemand
+from billing.services import ondemand
 from billing.services.client_clock import load_client
-from billing.services.ondemand_drain import OnDemandPass
+from billing.services.ondemand import OnDemandPass
 from billing.services.runtime import Runtime, build_runtime
 from billing.store.engine import transaction
 from billing.store.models import Batch
@@ -92,10 +92,10 @@ async def _write_results(runtime: Runtime, batch: Batch, path: Path) -> None:
         with path.open("w", encoding="utf-8", newline="") as out:
             first = True
             async for page in ondemand.outcome_pages(session, batch):
-                out.write(csv_intake.results_csv(page, header=first))
+                out.write(ondemand.results_csv(page, header=first))
                 first = False
             if first:
-                out.write(csv_intake.results_csv([], header=True))
+                out.write(ondemand.results_csv([], header=True))
 
 
 @charges_group.command("upload")
@@ -119,9 +119,9 @@ def upload(file: Path, client_id: str, drain: bool, wait: bool, results_path: Pa
     """Queue the charges of a CSV (subscriptionId,amount[,metadata]; at most 10 MB) and follow them."""
     settings = settings_or_exit()
     _maybe_migrate(settings)
-    if file.stat().st_size > csv_intake.CSV_MAX_BYTES:
+    if file.stat().st_size > ondemand.CSV_MAX_BYTES:
         click.echo(
-            f"error: {file} is larger than the 10 MB ({csv_intake.CSV_MAX_BYTES} bytes) limit.", err=True
+            f"error: {file} is larger than the 10 MB ({ondemand.CSV_MAX_BYTES} bytes) limit.", err=True
         )
         raise SystemExit(1)
     content = file.read_bytes()
@@ -131,7 +131,7 @@ def upload(file: Path, client_id: str, drain: bool, wait: bool, results_path: Pa
         try:
             async with transaction(runtime.sessions) as session:
                 await load_client(session, client_id)
-                receipt = await csv_intake.receive_csv(
+                receipt = await ondemand.receive_csv(
                     session,
                     runtime.clock,
                     client_id=client_id,

@@ -15,8 +15,7 @@ from sqlalchemy.exc import DBAPIError
 
 from billing.cli.common import settings_or_exit
 from billing.cli.serve import _maybe_migrate
-from billing.clock import SystemClock
-from billing.domain.clock import Clock
+from billing.domain.clock import Clock, SystemClock
 from billing.domain.errors import BillingError
 from billing.services import auth
 from billing.services.auth import ENVIRONMENTS, NewKey

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from billing.cli.common import settings_or_exit
-from billing.clock import SystemClock
+from billing.domain.clock import SystemClock
 from billing.domain.errors import BillingError
 from billing.domain.grace import GracePolicy, timeline
 from billing.services.grace_policies import PlanPolicy, configured_policy, policy_of_plan

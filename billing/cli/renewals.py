@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from billing.cli.common import settings_or_exit
 from billing.cli.serve import _maybe_migrate
-from billing.clock import SystemClock
+from billing.domain.clock import SystemClock
 from billing.services.renewals import RenewalPass, RenewalSummary, due_now
 from billing.services.runtime import build_runtime
 from billing.worker import worker_identity

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from billing.cli.common import settings_or_exit
-from billing.clock import SystemClock
+from billing.domain.clock import SystemClock
 from billing.domain.errors import BillingError
 from billing.services.runtime import Runtime, build_runtime
 from billing.services.webhooks import endpoints, history

@@ -1,8 +1,8 @@
-"""The clock protocol: every rule that needs "now" is handed one."""
+"""The clock: every rule that needs "now" is handed one; only entry points build the system clock."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -12,19 +12,8 @@ class Clock(Protocol):
     def now(self) -> datetime: ...
 
 
-class FixedClock:
-    """A clock that only moves when told to (tests, the sandbox clock, simulations)."""
-
-    def __init__(self, start: datetime) -> None:
-        if start.tzinfo is None:
-            raise ValueError("FixedClock needs an aware datetime")
-        self._now = start
+class SystemClock:
+    """Wall-clock time, aware UTC."""
 
     def now(self) -> datetime:
-        return self._now
-
-    def advance(self, delta: timedelta) -> None:
-        self._now += delta
-
-    def set(self, instant: datetime) -> None:
-        self._now = instant
+        return datetime.now(UTC)

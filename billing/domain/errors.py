@@ -10,7 +10,58 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+ErrorName = Literal[
+    "CHECK_PARAMETERS",
+    "GREATER_THAN_ZERO",
+    "INVALID_FORMAT_AMOUNT",
+    "CONSULT_WITH_SUPPORT",
+    "SERVICES_NOT_FOUND",
+    "PROCESSOR_NOT_FOUND",
+    "EXTERNAL_ID_ALREADY_EXISTS",
+    "NOT_FOUND",
+    "METHOD_NOT_ALLOWED",
+    "UNSUPPORTED_CURRENCY",
+    "PAYLOAD_TOO_LARGE",
+    "INVALID_FILE",
+    "SERVICE_UNAVAILABLE",
+    "SANDBOX_ONLY",
+    "UNSUPPORTED_MEDIA_TYPE",
+    "CSV_TOO_MANY_ROWS",
+    "PLAN_NOT_FOUND",
+    "SUBSCRIPTION_NOT_FOUND",
+    "TRANSACTION_NOT_FOUND",
+    "BATCH_NOT_FOUND",
+    "CHARGE_NOT_FOUND",
+    "WEBHOOK_ENDPOINT_NOT_FOUND",
+    "CLIENT_NOT_FOUND",
+    "EVENT_NOT_FOUND",
+    "WEBHOOK_DELIVERY_NOT_FOUND",
+    "STATE_CONFLICT",
+    "LAST_PAYMENT_METHOD",
+    "TRANSACTION_ALREADY_USED",
+    "PLAN_PROCESSOR_NOT_ALLOWED",
+    "WEBHOOK_ENDPOINT_LIMIT",
+    "USER_NOT_FOUND",
+    "CARD_NOT_FOUND",
+    "CARD_DECLINED",
+    "CARD_EXPIRED",
+    "CARD_REPORTED_LOST_OR_STOLEN",
+    "INVALID_CARD_DATA",
+    "PROCESSOR_ERROR",
+    "INSUFFICIENT_FUNDS",
+    "UNAUTHORIZED",
+    "TOKEN_EXPIRED",
+    "TOKEN_INVALID",
+    "REFRESH_TOKEN_INVALID",
+    "INVALID_SIGNATURE",
+    "CLIENT_MISMATCH",
+    "KEYS_EXPIRED",
+    "IDEMPOTENCY_KEY_REUSED",
+    "IDEMPOTENCY_IN_PROGRESS",
+]
+"""Every catalog name; mypy refuses `BillingError("...")` with a name that is not one of these."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +69,7 @@ class ErrorSpec:
     """One row of the catalog."""
 
     code: str
-    name: str
+    name: ErrorName
     status: int
     message: str
 
@@ -130,10 +181,15 @@ class BillingError(Exception):
     (it must never contain secrets or card data); `field` names the offending input.
     """
 
-    name: str
+    name: ErrorName
     message: str | None = None
     field: str | None = None
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def of_code(cls, code: str, *, message: str | None = None, field: str | None = None) -> BillingError:
+        """The error for a catalog code read from stored data (a charge's decline code)."""
+        return cls(spec(code).name, message=message, field=field)
 
     def __post_init__(self) -> None:
         self.spec = spec(self.name)

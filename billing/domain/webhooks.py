@@ -5,21 +5,15 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import get_args
 
-EVENT_TYPES: tuple[str, ...] = (
-    "subscription.created",
-    "subscription.renewed",
-    "subscription.payment_failed",
-    "subscription.recovered",
-    "subscription.inactive",
-    "subscription.expired",
-    "subscription.cancelled",
-    "charge.succeeded",
-    "charge.failed",
-    "charge.settled",
-    "batch.completed",
-    "payment_method.expiring",
-)
+from billing.domain.events import EventType
+
+ANNOUNCED_TYPES: tuple[str, ...] = ("charge.settled", "payment_method.expiring")
+"""Types of the published contract that no writer emits yet (settlement, card expiry notices):
+endpoints may subscribe to them ahead of time."""
+
+EVENT_TYPES: tuple[str, ...] = (*get_args(EventType), *ANNOUNCED_TYPES)
 """Every event type an endpoint may subscribe to (SPEC section 7)."""
 
 RESPONSE_EXCERPT_BYTES = 1024

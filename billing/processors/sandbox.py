@@ -15,8 +15,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
 
-from billing.clock import SystemClock
-from billing.domain.clock import Clock
+from billing.domain.clock import Clock, SystemClock
 from billing.domain.errors import BillingError
 from billing.processors.base import CardInfo, CardToken, Outcome
 from billing.processors.cards import card_brand, check_card, full_exp_year

@@ -1,43 +1,45 @@
-"""The sandbox processor as a small HTTP server on loopback, shared by many worker processes.
+"""The sandbox processor as a small HTTP service on loopback, shared by many worker processes.
 
 Load tests and crash tests need what a real processor gives: one ledger that every worker
 process talks to over the network, answers that take time, and answers that never come.
-This server wraps `SandboxProcessor` (same test cards, same outcomes) behind a minimal
-HTTP/1.1 interface and can be told to
+This Litestar app wraps `SandboxProcessor` (same test cards, same outcomes), is served by
+uvicorn (`billing sandbox serve`), and can be told to
 
-- answer after `--latency-ms` milliseconds, and
-- lose a fraction `--timeout-rate` of charge calls: half of them are *lost requests*
-  (nothing is recorded, the connection hangs and is dropped) and half *lost answers*
-  (the charge is recorded, then the connection hangs and is dropped), so a client only
-  learns the truth by looking the idempotency key up.
+- answer after `latency_seconds`, and
+- lose a fraction `timeout_rate` of charge calls: half of them are *lost requests* (nothing
+  is recorded) and half *lost answers* (the charge is recorded), and either way the answer
+  only comes after `hang_seconds`, as a 503, long after any sensible client gave up; so a
+  client only learns the truth by looking the idempotency key up.
 
 Routes (JSON bodies): `POST /tokenize`, `POST /authorize`, `POST /void`, `POST /charge`,
 `GET /lookup/{key}` (404 when the key was never seen), `GET /ledger` (every key with its
 outcome, how many charge requests carried it and how many times money moved for it) and
-`GET /health`.
+`GET /health`. A refused request answers the catalog name: `{"error": NAME, "code": CODE}`.
 
-    python -m billing.processors.sandbox_server --port 8766 --latency-ms 200 --timeout-rate 0.1
-
-The first line on stdout is `listening on http://HOST:PORT` (useful with `--port 0`).
+Only tests, `bench/` and `billing sandbox serve` import this module; the API never loads it.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
-import json
 import random
+import socket
+import subprocess
+import sys
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+
+import uvicorn
+from litestar import Litestar, MediaType, Response, get, post
+from litestar.exceptions import HTTPException
 
 from billing.domain.errors import BillingError
 from billing.processors.base import CardInfo, Outcome
 from billing.processors.sandbox import SandboxProcessor
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 409: "Conflict", 500: "Internal Server Error"}
+Answer = tuple[int, dict[str, Any]]
 
 
 def outcome_json(outcome: Outcome) -> dict[str, Any]:
@@ -53,7 +55,7 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
 
 @dataclass
 class SandboxServer:
-    """The server's state: the sandbox (with its ledger) and the fault settings."""
+    """The server's state: the sandbox (with its ledger), the fault settings and the counters."""
 
     latency_seconds: float = 0.0
     timeout_rate: float = 0.0
@@ -68,52 +70,39 @@ class SandboxServer:
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
 
-    async def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]] | None:
-        """Answer one request; None means "hang, then drop the connection"."""
-        if self.latency_seconds:
-            await asyncio.sleep(self.latency_seconds)
-        try:
-            data = json.loads(body) if body else {}
-            if method == "GET" and path == "/health":
-                return 200, {"ok": True}
-            if method == "GET" and path == "/ledger":
-                return 200, self.ledger_report()
-            if method == "GET" and path.startswith("/lookup/"):
-                found = await self.sandbox.lookup(unquote(path.removeprefix("/lookup/")))
-                return (404, {"found": False}) if found is None else (200, outcome_json(found))
-            if method == "POST" and path == "/charge":
-                return await self._charge(data)
-            if method == "POST" and path == "/authorize":
-                outcome = await self.sandbox.authorize(
-                    data["token"], int(data["amount_minor"]), data["currency"], idempotency_key=data["key"]
-                )
-                return 200, outcome_json(outcome)
-            if method == "POST" and path == "/void":
-                await self.sandbox.void(data["reference"])
-                return 200, {"voided": True}
-            if method == "POST" and path == "/tokenize":
-                card = CardInfo(
-                    number=data["number"],
-                    exp_month=int(data["exp_month"]),
-                    exp_year=int(data["exp_year"]),
-                    cvv=data["cvv"],
-                    holder_name=data.get("holder_name", ""),
-                )
-                token = await self.sandbox.tokenize(card, customer_ref=data.get("customer_ref", ""))
-                return 200, {
-                    "token": token.token,
-                    "brand": token.brand,
-                    "last4": token.last4,
-                    "exp_month": token.exp_month,
-                    "exp_year": token.exp_year,
-                }
-            return 404, {"error": "no such route"}
-        except BillingError as exc:
-            return exc.status if exc.status in _REASONS else 400, {"error": exc.spec.name, "code": exc.code}
-        except (KeyError, ValueError, TypeError):
-            return 400, {"error": "bad request"}
+    async def tokenize(self, data: dict[str, Any]) -> Answer:
+        card = CardInfo(
+            number=data["number"],
+            exp_month=int(data["exp_month"]),
+            exp_year=int(data["exp_year"]),
+            cvv=data["cvv"],
+            holder_name=data.get("holder_name", ""),
+        )
+        token = await self.sandbox.tokenize(card, customer_ref=data.get("customer_ref", ""))
+        return 200, {
+            "token": token.token,
+            "brand": token.brand,
+            "last4": token.last4,
+            "exp_month": token.exp_month,
+            "exp_year": token.exp_year,
+        }
 
-    async def _charge(self, data: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+    async def authorize(self, data: dict[str, Any]) -> Answer:
+        outcome = await self.sandbox.authorize(
+            data["token"], int(data["amount_minor"]), data["currency"], idempotency_key=data["key"]
+        )
+        return 200, outcome_json(outcome)
+
+    async def void(self, data: dict[str, Any]) -> Answer:
+        await self.sandbox.void(data["reference"])
+        return 200, {"voided": True}
+
+    async def lookup(self, key: str) -> Answer:
+        found = await self.sandbox.lookup(key)
+        return (404, {"found": False}) if found is None else (200, outcome_json(found))
+
+    async def charge(self, data: dict[str, Any]) -> Answer | None:
+        """Charge; None means the answer is lost (the caller hangs, then gives up)."""
         key = data["key"]
         self.requests[key] += 1
         lost = self.timeout_rate > 0 and self._random.random() < self.timeout_rate
@@ -153,66 +142,118 @@ class SandboxServer:
             "lost_answers": self.lost_answers,
         }
 
-    async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """HTTP/1.1 with keep-alive: one request at a time per connection."""
+    async def answer(self, work: Callable[[], Awaitable[Answer | None]]) -> Response[dict[str, Any]]:
+        """Wait the configured latency, run `work` and turn its result (or refusal) into a response."""
+        if self.latency_seconds:
+            await asyncio.sleep(self.latency_seconds)
         try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                method, path, _version = lines[0].split(" ", 2)
-                length = 0
-                for line in lines[1:]:
-                    name, _, value = line.partition(":")
-                    if name.strip().lower() == "content-length":
-                        length = int(value.strip())
-                body = await reader.readexactly(length) if length else b""
-                answer = await self.handle(method, path, body)
-                if answer is None:
-                    await asyncio.sleep(self.hang_seconds)
-                    return
-                status, payload = answer
-                data = json.dumps(payload).encode()
-                writer.write(
-                    f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-                    f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
-                    + data
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, ValueError):
-            return
-        finally:
-            with contextlib.suppress(Exception):
-                writer.close()
+            result = await work()
+        except BillingError as exc:
+            result = (
+                (exc.status if 400 <= exc.status < 500 else 400),
+                {"error": exc.spec.name, "code": exc.code},
+            )
+        except (KeyError, ValueError, TypeError):
+            result = 400, {"error": "bad request"}
+        if result is None:
+            await asyncio.sleep(self.hang_seconds)
+            result = 503, {"error": "answer lost"}
+        status, payload = result
+        return Response(payload, status_code=status, media_type=MediaType.JSON)
+
+
+def create_app(server: SandboxServer) -> Litestar:
+    """The Litestar app serving `server`."""
+
+    @get("/health")
+    async def health() -> Response[dict[str, Any]]:
+        return await server.answer(_constant(200, {"ok": True}))
+
+    @get("/ledger")
+    async def ledger() -> Response[dict[str, Any]]:
+        return await server.answer(lambda: _now(200, server.ledger_report()))
+
+    @get("/lookup/{key:path}")
+    async def lookup(key: str) -> Response[dict[str, Any]]:
+        # A path parameter, so a key holding an (escaped) slash still reaches the handler whole.
+        return await server.answer(lambda: server.lookup(key.removeprefix("/")))
+
+    def posting(path: str, operation: Callable[[dict[str, Any]], Awaitable[Answer | None]]) -> Any:
+        @post(path, status_code=200)
+        async def handler(data: dict[str, Any]) -> Response[dict[str, Any]]:
+            return await server.answer(lambda: operation(data))
+
+        return handler
+
+    routes = [
+        posting("/tokenize", server.tokenize),
+        posting("/authorize", server.authorize),
+        posting("/void", server.void),
+        posting("/charge", server.charge),
+    ]
+    return Litestar(
+        route_handlers=[health, ledger, lookup, *routes],
+        openapi_config=None,
+        logging_config=None,
+        exception_handlers={HTTPException: _http_error},
+    )
+
+
+async def _now(status: int, payload: dict[str, Any]) -> Answer:
+    return status, payload
+
+
+def _constant(status: int, payload: dict[str, Any]) -> Callable[[], Awaitable[Answer]]:
+    return lambda: _now(status, payload)
+
+
+def _http_error(_request: Any, exc: HTTPException) -> Response[dict[str, Any]]:
+    """Litestar's own refusals (unknown route, unreadable body) in this server's wire format."""
+    name = "no such route" if exc.status_code == 404 else "bad request"
+    return Response({"error": name}, status_code=exc.status_code, media_type=MediaType.JSON)
 
 
 async def serve(host: str, port: int, server: SandboxServer) -> None:
-    """Run until cancelled; prints the listening URL first."""
-    listener = await asyncio.start_server(server.serve_connection, host, port, backlog=1024)
-    bound = listener.sockets[0].getsockname()
-    print(f"listening on http://{bound[0]}:{bound[1]}", flush=True)
-    async with listener:
-        await listener.serve_forever()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point (`python -m billing.processors.sandbox_server`)."""
-    parser = argparse.ArgumentParser(description="The sandbox processor over HTTP, on loopback.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8766)
-    parser.add_argument("--latency-ms", type=float, default=0.0)
-    parser.add_argument("--timeout-rate", type=float, default=0.0)
-    parser.add_argument("--hang-seconds", type=float, default=30.0)
-    parser.add_argument("--seed", type=int, default=None)
-    args = parser.parse_args(argv)
-    server = SandboxServer(
-        latency_seconds=args.latency_ms / 1000,
-        timeout_rate=args.timeout_rate,
-        hang_seconds=args.hang_seconds,
-        seed=args.seed,
+    """Serve until stopped (SIGINT/SIGTERM); prints `listening on http://HOST:PORT` first."""
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(2048)  # from here on connections wait in the backlog until uvicorn accepts them
+    bound = listener.getsockname()
+    config = uvicorn.Config(
+        create_app(server),
+        log_config=None,
+        access_log=False,
+        backlog=2048,
+        lifespan="off",
+        timeout_graceful_shutdown=1,
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, server))
+    print(f"listening on http://{bound[0]}:{bound[1]}", flush=True)
+    await uvicorn.Server(config).serve(sockets=[listener])
 
 
-if __name__ == "__main__":
-    main()
+def start_service(
+    *, latency_ms: float = 0, timeout_rate: float = 0, hang_seconds: float = 30, seed: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Run `billing sandbox serve` on a free loopback port in a child process: (process, base URL)."""
+    argv = [sys.executable, "-m", "billing.cli", "sandbox", "serve", "--port", "0"]
+    argv += ["--latency-ms", str(latency_ms), "--timeout-rate", str(timeout_rate)]
+    argv += ["--hang-seconds", str(hang_seconds)] + ([] if seed is None else ["--seed", str(seed)])
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE)  # noqa: S603 - argv is built here
+    assert process.stdout is not None
+    line = process.stdout.readline().decode().strip()
+    if not line.startswith("listening on "):
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"the sandbox service did not start: {line!r}")
+    return process, line.removeprefix("listening on ")
+
+
+def stop_service(process: subprocess.Popen[bytes]) -> None:
+    """Stop a child process such as `start_service`'s: SIGTERM, then SIGKILL after 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)

@@ -25,8 +25,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import SecretStr
 
-from billing.clock import SystemClock
-from billing.domain.clock import Clock
+from billing.domain.clock import Clock, SystemClock
 from billing.domain.errors import BillingError
 from billing.processors.base import CardInfo, CardToken, Outcome
 from billing.processors.cards import check_card, full_exp_year

@@ -9,11 +9,12 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from billing.domain.errors import ErrorName
 from billing.processors.base import Outcome
 
 # Stripe decline/error code -> (catalog name, hard decline). Codes not listed are generic declines.
 # Hard means retrying the same card is pointless (the grace policy may stop retries).
-DECLINE_CODES: Mapping[str, tuple[str, bool]] = MappingProxyType(
+DECLINE_CODES: Mapping[str, tuple[ErrorName, bool]] = MappingProxyType(
     {
         "card_declined": ("CARD_DECLINED", False),
         "generic_decline": ("CARD_DECLINED", False),
@@ -34,7 +35,7 @@ DECLINE_CODES: Mapping[str, tuple[str, bool]] = MappingProxyType(
 )
 
 
-def decline_of(error: Mapping[str, Any]) -> tuple[str, bool]:
+def decline_of(error: Mapping[str, Any]) -> tuple[ErrorName, bool]:
     """(catalog name, hard) for a Stripe error object or `last_payment_error`.
 
     `decline_code` is the issuer's specific reason (e.g. insufficient_funds under a generic

@@ -550,11 +550,12 @@ async def authenticate(
     # Expiry is judged by the engine's clock (not the OS clock) so tests and operators agree.
     if int(claims["exp"]) <= clock.now().timestamp():
         raise BillingError("TOKEN_EXPIRED")
-    client = await store.get_client(session, str(claims["sub"]))
-    if client is None:
-        raise BillingError("TOKEN_INVALID")
     family = str(claims["fam"])
-    if await store.family_revoked(session, family):
+    found = await store.client_for_token(session, str(claims["sub"]), family)
+    if found is None:
+        raise BillingError("TOKEN_INVALID")
+    client, revoked = found
+    if revoked:
         raise BillingError("TOKEN_INVALID", message="This login was revoked; log in again.")
     return AuthenticatedClient(
         id=client.id,

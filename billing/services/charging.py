@@ -1,4 +1,5 @@
-"""The charge machinery every feature charges through (renewals, grace retries, on-demand items).
+"""The charge machinery every feature charges through (renewals, grace retries, on-demand items,
+enrolment's first charge and its recovery: `call_processor`).
 
 Guarantees, in the order things happen:
 
@@ -41,9 +42,10 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from billing.domain.errors import BillingError
+from billing.domain.events import CHARGE_EVENTS, ChargeSnapshot
 from billing.domain.money import from_minor
 from billing.processors.base import Outcome, PaymentProcessor
-from billing.store.charging import (
+from billing.store.charges import (
     ChargeOutcomeRow,
     NewCharge,
     StoredCharge,
@@ -54,7 +56,8 @@ from billing.store.charging import (
 )
 from billing.store.engine import Session, SessionFactory, transaction
 from billing.store.ids import new_id
-from billing.store.renewals import CardholderMethod
+from billing.store.models import Charge
+from billing.store.payment_methods import CardholderMethod
 
 log = logging.getLogger("billing.charging")
 
@@ -143,34 +146,33 @@ class ChargeRecord:
     hard_decline: bool = False
     processor_reference: str | None = None
 
-    def event_payload(self, request: ChargeRequest) -> dict[str, Any]:
-        """The payload of the `charge.succeeded` / `charge.failed` event for this row.
-
-        The same keys as every other `charge.*` event (`billing.services.event_payloads`),
-        plus where the charge came from (`methodIndex`, `hardDecline`, batch fields).
-        """
-        payload: dict[str, Any] = {
-            "chargeId": self.charge_id,
-            "subscriptionId": request.subscription_id,
-            "kind": request.kind,
-            "state": self.state,
-            "amount": str(from_minor(self.amount_minor, self.currency)),
-            "amountMinor": self.amount_minor,
-            "currency": self.currency,
-            "paymentMethodId": self.payment_method_id,
-            "processor": self.processor,
-            "attempt": request.attempt,
-            "periodStart": None if request.period_start is None else request.period_start.isoformat(),
-            "declineCode": self.decline_code,
-            "declineMessage": self.decline_message,
-            "processorReference": self.processor_reference,
-            "methodIndex": self.method_index,
-            "hardDecline": self.hard_decline,
-        }
-        if request.batch_id is not None:
-            payload["batchId"] = request.batch_id
-            payload["batchIndex"] = request.batch_index
-        return payload
+    def event(self, request: ChargeRequest) -> ChargeSnapshot:
+        """The `charge.succeeded` / `charge.failed` / `charge.unknown` event payload for this row,
+        with where the charge came from (`methodIndex`, `hardDecline`, batch fields)."""
+        batch: dict[str, Any] = (
+            {}
+            if request.batch_id is None
+            else {"batch_id": request.batch_id, "batch_index": request.batch_index}
+        )
+        return CHARGE_EVENTS[f"charge.{self.state}"](
+            charge_id=self.charge_id,
+            subscription_id=request.subscription_id,
+            kind=request.kind,
+            state=self.state,
+            amount=str(from_minor(self.amount_minor, self.currency)),
+            amount_minor=self.amount_minor,
+            currency=self.currency,
+            payment_method_id=self.payment_method_id,
+            processor=self.processor,
+            attempt=request.attempt,
+            period_start=request.period_start,
+            decline_code=self.decline_code,
+            decline_message=self.decline_message,
+            processor_reference=self.processor_reference,
+            method_index=self.method_index,
+            hard_decline=self.hard_decline,
+            **batch,
+        )
 
 
 @dataclass(slots=True)
@@ -383,32 +385,17 @@ class ChargeRun:
             # Not configured in this process: another worker (or a restart) must reconcile it.
             log.warning("processor not configured", extra={"processor": slug, "key": cursor.key})
             return Outcome.unknown()
-        token = stored.token if stored is not None else cursor.method.token
-        amount = stored.amount_minor if stored is not None else cursor.request.amount_minor
-        currency = stored.currency if stored is not None else cursor.request.currency
+        call = ProcessorCall(
+            mode="reconcile" if cursor.mode == "reconcile" else "charge",
+            key=cursor.key,
+            token=stored.token if stored is not None else cursor.method.token,
+            amount_minor=stored.amount_minor if stored is not None else cursor.request.amount_minor,
+            currency=stored.currency if stored is not None else cursor.request.currency,
+            description=cursor.request.description,
+        )
         async with semaphore:
             try:
-                if cursor.mode == "reconcile":
-                    found = await processor.lookup(cursor.key)
-                    if found is not None:
-                        return _never_key_reused(found)
-                    if token is None:
-                        return Outcome.unknown()
-                    # The processor never saw this key: sending the same key again is safe.
-                return _never_key_reused(
-                    await processor.charge(
-                        token or "",
-                        amount,
-                        currency,
-                        idempotency_key=cursor.key,
-                        description=cursor.request.description,
-                    )
-                )
-            except BillingError as exc:
-                if exc.spec.name in ("PROCESSOR_ERROR", _KEY_REUSED.name):
-                    return Outcome.unknown()
-                # A refusal before any money could move (bad amount, card data...).
-                return Outcome(status="failed", decline_code=exc.spec.code, decline_message=exc.detail)
+                return await call_processor(processor, call)
             except Exception:
                 log.exception("processor call failed", extra={"processor": slug, "key": cursor.key})
                 return Outcome.unknown()
@@ -448,6 +435,67 @@ class ChargeRun:
             )
         )
         _advance(cursor, record, reconcile_rounds)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorCall:
+    """One call about one charge row, under the row's idempotency key.
+
+    - `charge`: send the charge.
+    - `look_up`: ask what the key produced; a key the processor never saw is `unknown`.
+    - `reconcile`: look up first; when the processor never saw the key, send the very same
+      charge again under it (processors dedupe on the key, so it is never charged twice).
+    """
+
+    mode: Literal["charge", "look_up", "reconcile"]
+    key: str
+    token: str | None
+    amount_minor: int
+    currency: str
+    description: str
+
+    @classmethod
+    def for_row(
+        cls,
+        mode: Literal["charge", "look_up", "reconcile"],
+        row: Charge,
+        *,
+        token: str | None,
+        description: str,
+    ) -> ProcessorCall:
+        """The call about a stored charge row (its key, amount and currency)."""
+        return cls(mode, row.idempotency_key, token, row.amount_minor, row.currency, description)
+
+
+async def call_processor(processor: PaymentProcessor, call: ProcessorCall) -> Outcome:
+    """Make `call` and read the answer the one way every charge does.
+
+    A processor error, or "key reused with other parameters", is `unknown` (the key may have
+    charged); any other catalog error is a refusal before money could move (`failed` with its
+    code). Anything else propagates: a pass logs it and keeps the row open, a request fails.
+    """
+    try:
+        if call.mode != "charge":
+            found = await processor.lookup(call.key)
+            if found is not None:
+                return _never_key_reused(found)
+            if call.mode == "look_up" or call.token is None:
+                return Outcome.unknown()
+            # The processor never saw this key: sending the same key again is safe.
+        return _never_key_reused(
+            await processor.charge(
+                call.token or "",
+                call.amount_minor,
+                call.currency,
+                idempotency_key=call.key,
+                description=call.description,
+            )
+        )
+    except BillingError as exc:
+        if exc.spec.name in ("PROCESSOR_ERROR", _KEY_REUSED.name):
+            return Outcome.unknown()
+        # A refusal before any money could move (bad amount, card data...).
+        return Outcome(status="failed", decline_code=exc.spec.code, decline_message=exc.detail)
 
 
 def _never_key_reused(outcome: Outcome) -> Outcome:

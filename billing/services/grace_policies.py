@@ -13,7 +13,7 @@ from billing.domain.grace import GracePolicy, PlanGraceFields, resolve_policy
 from billing.services.runtime import Runtime
 from billing.settings import GracePolicySettings, GraceSettings
 from billing.store import sandbox_clock as client_clock_store
-from billing.store.renewals import PlanTerms, plans_by_id
+from billing.store.plans import PlanTerms, plans_by_id
 
 log = logging.getLogger("billing.grace")
 

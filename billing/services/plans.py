@@ -18,9 +18,10 @@ from typing import Any, Final, cast
 
 from billing.domain.calendar import Schedule, ScheduleKind, term_cycles
 from billing.domain.errors import BillingError
-from billing.domain.grace import GracePolicy, PlanGraceFields, resolve_policy
+from billing.domain.grace import PlanGraceFields, resolve_policy
 from billing.domain.money import from_minor, normalize_currency, to_minor
-from billing.settings import GracePolicySettings, GraceSettings
+from billing.services.grace_policies import configured_policy
+from billing.settings import GraceSettings
 from billing.store import plans as store
 from billing.store.engine import Session
 from billing.store.ids import new_id
@@ -92,15 +93,6 @@ def _relabel(exc: BillingError, field: str) -> BillingError:
     return BillingError(exc.name, message=exc.message, field=field)
 
 
-def _to_policy(settings: GracePolicySettings) -> GracePolicy:
-    return GracePolicy(
-        attempts=settings.attempts,
-        interval_hours=settings.interval_hours,
-        grace_days=settings.grace_days,
-        stop_on_hard_decline=settings.stop_on_hard_decline,
-    )
-
-
 def _hours(value: Decimal | int | None) -> float | None:
     if value is None:
         return None
@@ -162,13 +154,13 @@ def _check_grace(terms: PlanTerms, rules: PlanRules) -> None:
         if configured is None:
             known = ", ".join(sorted(rules.grace.policies)) or "none configured"
             raise _bad("plan.gracePolicy", f"names no configured grace policy (known: {known}).")
-        named = _to_policy(configured)
+        named = configured_policy(configured)
     hours = _hours(terms.interval_attempt)
     try:
         resolve_policy(
             PlanGraceFields(terms.daily_attempts, hours, terms.grace_days),
             named,
-            _to_policy(rules.grace.default),
+            configured_policy(rules.grace.default),
         )
     except BillingError as exc:
         raise _relabel(exc, f"plan.{exc.field}") from exc
@@ -329,16 +321,3 @@ def plan_schedule(plan: Plan, anchor: date, timezone: str) -> Schedule:
     if plan.frequency is None:
         raise ValueError(f"interval plan {plan.id} has no frequency")
     return Schedule(kind, plan.frequency, anchor, timezone)
-
-
-def plan_grace_policy(plan: Plan, grace: GraceSettings) -> GracePolicy:
-    """The grace policy in force for `plan` now: its own fields, its named policy, the default.
-
-    A named policy that has since disappeared from the config falls back to the default.
-    """
-    named_settings = grace.policies.get(plan.grace_policy) if plan.grace_policy else None
-    return resolve_policy(
-        PlanGraceFields(plan.daily_attempts, plan.interval_attempt_hours, plan.grace_days),
-        _to_policy(named_settings) if named_settings is not None else None,
-        _to_policy(grace.default),
-    )

@@ -15,8 +15,9 @@ from datetime import datetime
 from billing.domain.calendar import is_beyond_term
 from billing.domain.clock import Clock
 from billing.domain.errors import BillingError
+from billing.domain.events import SubscriptionCancelled
 from billing.services.client_clock import client_now, load_client
-from billing.services.event_payloads import subscription_payload
+from billing.services.event_payloads import subscription_event
 from billing.store import charges as charge_store
 from billing.store import events
 from billing.store import payment_methods as method_store
@@ -114,8 +115,7 @@ async def cancel_subscription(
     await events.record_event(
         session,
         client_id=client_id,
-        type="subscription.cancelled",
-        payload=subscription_payload(subscription),
+        payload=subscription_event(SubscriptionCancelled, subscription),
         now=now,
         subscription_id=subscription.id,
     )

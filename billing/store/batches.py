@@ -19,6 +19,7 @@ from sqlmodel import col, select
 from billing.store import bulk
 from billing.store.engine import Session
 from billing.store.models import Batch, BatchItem, Charge, Subscription
+from billing.store.owned import owned_row
 
 # Bind parameters per IN (...) list: far below SQLite's 32,766 and PostgreSQL's 65,535.
 _IN_CHUNK = 5000
@@ -64,6 +65,7 @@ async def add_batch(session: Session, batch: Batch) -> None:
 
 
 _ITEM_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("client_id", "varchar"),
     ("batch_id", "varchar"),
     ("item_index", "integer"),
     ("subscription_id", "varchar"),
@@ -79,12 +81,15 @@ _JSON_ITEM_COLUMNS = frozenset({"item_metadata", "raw"})
 
 
 async def insert_items(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Bulk-insert item rows (mappings with the ``_ITEM_COLUMNS`` keys).
+    """Bulk-insert item rows (mappings with the ``_ITEM_COLUMNS`` keys but ``client_id``).
 
     PostgreSQL gets one ``INSERT ... SELECT FROM unnest(arrays)`` per chunk (row-by-row
     parameters would cost more than the insert itself); SQLite an executemany, which it runs
-    in-process anyway.
+    in-process anyway. Each item is stored with its batch's client (``client_id``, looked up
+    here once, so the caller need not repeat it on every row).
     """
+    clients = await _clients_of_batches(session, {row["batch_id"] for row in rows})
+    rows = [{**row, "client_id": clients[row["batch_id"]]} for row in rows]
     for start in range(0, len(rows), _INSERT_CHUNK):
         chunk = rows[start : start + _INSERT_CHUNK]
         if bulk.is_postgres(session):
@@ -107,10 +112,17 @@ async def insert_items(session: Session, rows: Sequence[Mapping[str, Any]]) -> N
             )
 
 
+async def _clients_of_batches(session: Session, batch_ids: set[str]) -> dict[str, str]:
+    if not batch_ids:
+        return {}
+    conn = await session.connection()
+    query = sa.select(_BATCH.c.id, _BATCH.c.client_id).where(_BATCH.c.id.in_(sorted(batch_ids)))
+    return {batch_id: client_id for batch_id, client_id in (await conn.execute(query)).all()}
+
+
 async def batch_of_client(session: Session, client_id: str, batch_id: str) -> Batch | None:
     """The batch if it belongs to the client; another client's batch is as absent as a missing one."""
-    batch = await session.get(Batch, batch_id)
-    return batch if batch is not None and batch.client_id == client_id else None
+    return await owned_row(session, Batch, client_id, batch_id)
 
 
 async def batch_by_tracking_id(session: Session, client_id: str, tracking_id: str) -> Batch | None:
@@ -223,7 +235,7 @@ async def claim_items(
     if batch_id is not None:
         conditions.append(_ITEM.c.batch_id == batch_id)
     candidates = sa.select(_ITEM.c.id).where(*conditions).limit(limit)
-    if session.get_bind().dialect.name == "postgresql":
+    if bulk.is_postgres(session):
         candidates = candidates.with_for_update(skip_locked=True)
     statement = (
         sa.update(_ITEM)
@@ -360,7 +372,7 @@ async def finish_items(
         query = sa.select(_ITEM.c.id, _ITEM.c.batch_id, _ITEM.c.state).where(
             _ITEM.c.id.in_(ids[start : start + _IN_CHUNK])
         )
-        if session.get_bind().dialect.name == "postgresql":
+        if bulk.is_postgres(session):
             query = query.with_for_update()
         for item_id, batch_id, state in (await conn.execute(query)).all():
             current[item_id] = (batch_id, state)

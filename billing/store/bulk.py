@@ -15,6 +15,8 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from billing.store.engine import Session
 
@@ -24,6 +26,11 @@ Column = tuple[str, str]  # (name, PostgreSQL type of the array elements)
 def is_postgres(session: Session) -> bool:
     """True when the session talks to PostgreSQL."""
     return session.get_bind().dialect.name == "postgresql"
+
+
+def dialect_insert(session: Session, table: Any) -> Any:
+    """`INSERT INTO table` in the session's dialect, so `ON CONFLICT DO NOTHING` is available."""
+    return (postgresql_insert if is_postgres(session) else sqlite_insert)(table)
 
 
 def _unnest(columns: Sequence[Column], alias: str = "v") -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 
+from billing.store.bulk import is_postgres
 from billing.store.engine import Session
 from billing.store.models import Client, Subscription
 
@@ -79,11 +80,6 @@ class ClaimedSubscription:
     notification_email: str | None
 
 
-def _is_postgres(session: Session) -> bool:
-    bind = session.get_bind()
-    return bind.dialect.name == "postgresql"
-
-
 def _due(now: datetime, real_now: datetime, client_id: str | None) -> list[Any]:
     conditions: list[Any] = [
         _SUB.c.status == "active",
@@ -113,11 +109,14 @@ async def claim_due_subscriptions(
     candidates = (
         select(_SUB.c.id).where(*_due(now, real_now, client_id)).order_by(_SUB.c.next_attempt_at).limit(limit)
     )
-    if _is_postgres(session):
+    if is_postgres(session):
         candidates = candidates.with_for_update(skip_locked=True)
+    chosen: list[Any] = [_SUB.c.id.in_(candidates.scalar_subquery())]
+    if client_id is not None:
+        chosen.append(_SUB.c.client_id == client_id)  # names the shard on Citus (docs/scaling.md)
     statement = (
         update(_SUB)
-        .where(_SUB.c.id.in_(candidates.scalar_subquery()))
+        .where(*chosen)
         .values(lease_owner=owner, lease_until=real_now + timedelta(seconds=lease_seconds))
         .returning(*_CLAIMED_COLUMNS)
     )
@@ -212,9 +211,3 @@ async def count_due(session: Session, *, now: datetime, offsets: Mapping[str, in
             )
         ).scalar_one()
     return int(total)
-
-
-async def leased_subscriptions(session: Session) -> int:
-    """How many subscriptions carry a lease (operators: should be 0 when no worker runs)."""
-    conn = await session.connection()
-    return int((await conn.execute(select(func.count()).where(_SUB.c.lease_owner.is_not(None)))).scalar_one())

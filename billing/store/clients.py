@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 
+from billing.store.bulk import dialect_insert
 from billing.store.engine import Session
 from billing.store.models import Client, RefreshToken, SeenSignature, SigningKey
+from billing.store.owned import owned_row
 
 
 async def get_client(session: Session, client_id: str) -> Client | None:
@@ -30,8 +30,7 @@ async def keys_of(session: Session, client_id: str, *, include_revoked: bool = F
 
 
 async def get_key(session: Session, client_id: str, key_id: str) -> SigningKey | None:
-    key = await session.get(SigningKey, key_id)
-    return key if key is not None and key.client_id == client_id else None
+    return await owned_row(session, SigningKey, client_id, key_id)
 
 
 async def refresh_token_by_hash(session: Session, token_hash: str) -> RefreshToken | None:
@@ -59,14 +58,23 @@ async def revoke_family(session: Session, family_id: str, now: datetime) -> None
     )
 
 
-async def family_revoked(session: Session, family_id: str) -> bool:
-    query = (
+async def client_for_token(session: Session, client_id: str, family_id: str) -> tuple[Client, bool] | None:
+    """The client an access token names and whether its token family was revoked: one statement.
+
+    Every authenticated request asks both questions, so they travel in one round trip.
+    """
+    revoked = (
         select(RefreshToken.id)
         .where(RefreshToken.family_id == family_id)
         .where(col(RefreshToken.revoked_at).is_not(None))
-        .limit(1)
+        .exists()
     )
-    return (await session.exec(query)).first() is not None
+    query = select(Client, revoked.label("revoked")).where(Client.id == client_id)
+    row = (await session.exec(query)).first()
+    if row is None:
+        return None
+    client, family_revoked = row
+    return client, bool(family_revoked)
 
 
 async def remember_signature(session: Session, client_id: str, digest: str, expires_at: datetime) -> bool:
@@ -75,10 +83,8 @@ async def remember_signature(session: Session, client_id: str, digest: str, expi
     The primary key (client_id, digest) decides between concurrent replays on every process:
     ``ON CONFLICT DO NOTHING`` lets exactly one insert through.
     """
-    dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
     statement = (
-        insert(SeenSignature)
+        dialect_insert(session, SeenSignature)
         .values(client_id=client_id, digest=digest, expires_at=expires_at)
         .on_conflict_do_nothing(index_elements=["client_id", "digest"])
         .returning(col(SeenSignature.digest))

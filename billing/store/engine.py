@@ -9,8 +9,7 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 Session = AsyncSession
@@ -18,29 +17,49 @@ Engine = AsyncEngine
 SessionFactory = async_sessionmaker[AsyncSession]
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
+def _sqlite_pragmas(first_connection_sets_wal: bool) -> Any:
+    """A ``connect`` listener: per-connection PRAGMAs; ``journal_mode=WAL`` on the first connection only.
+
+    WAL is a property of the database file (it persists), so asking every new connection to
+    switch is a wasted round trip; foreign keys, synchronous and the busy timeout are per connection.
+    """
+    wal_pending = [first_connection_sets_wal]
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        if wal_pending[0]:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            wal_pending[0] = False
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return on_connect
 
 
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, foreign keys and a generous busy timeout."""
+    """An async engine with a connection pool.
+
+    SQLite: pooled connections (each one an aiosqlite thread) with foreign keys, WAL and a
+    generous busy timeout, set when the connection is made rather than per session.
+    PostgreSQL: no pre-ping round trip per checkout; a connection the server dropped fails the
+    statement, SQLAlchemy recognises the disconnect and empties the pool, and the API answers
+    503 7019 (``database_unavailable``) so the caller retries on a fresh connection.
+    """
     if url.startswith("sqlite"):
+        memory = ":memory:" in url or "mode=memory" in url
+        options: dict[str, Any] = {} if memory else {"pool_size": pool_size, "max_overflow": pool_size}
         engine = create_async_engine(
-            url, echo=echo, poolclass=NullPool, connect_args={"timeout": 30}, hide_parameters=True
+            url, echo=echo, connect_args={"timeout": 30}, hide_parameters=True, **options
         )
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(not memory))
         return engine
     return create_async_engine(
         url,
         echo=echo,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_recycle=1800,
         # Parameters may hold tokens or keys: error messages never show them.
         hide_parameters=True,
@@ -50,6 +69,70 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
 def session_factory(engine: AsyncEngine) -> SessionFactory:
     """Sessions that keep loaded attributes after commit (no lazy reloads in async code)."""
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+class _LeasedSession(AsyncSession):
+    """A session on a ``SharedConnection``; closing it frees the connection for the next session."""
+
+    shared_connection: SharedConnection | None = None
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            owner, self.shared_connection = self.shared_connection, None
+            if owner is not None:
+                owner.leased = False
+
+
+class _SharedSessions(async_sessionmaker[AsyncSession]):
+    """Sessions bound to one connection, one at a time; a nested one gets a pooled connection."""
+
+    def __init__(self, owner: SharedConnection, connection: AsyncConnection) -> None:
+        super().__init__(bind=connection, class_=_LeasedSession, expire_on_commit=False)
+        self._owner = owner
+
+    def __call__(self, **local_kw: Any) -> AsyncSession:
+        owner = self._owner
+        if owner.leased:
+            return owner.fallback(**local_kw)
+        session = super().__call__(**local_kw)
+        assert isinstance(session, _LeasedSession)
+        session.shared_connection = owner
+        owner.leased = True
+        return session
+
+
+class SharedConnection:
+    """One pooled connection shared by sessions that run one after the other (e.g. one API request).
+
+    ``await shared.sessions()`` checks the connection out (the first time) and answers a session
+    factory bound to it. The connection is in no transaction when a session starts, so each
+    session runs its own transaction: ``commit()`` commits for real and closing a session rolls
+    back what it left open, exactly as with sessions on pooled connections. A session asked for
+    while another one is still open gets its own pooled connection from ``fallback`` instead of
+    joining the open transaction. ``aclose()`` returns the connection to the pool.
+    """
+
+    def __init__(self, engine: AsyncEngine, fallback: SessionFactory) -> None:
+        self.engine = engine
+        self.fallback = fallback
+        self.leased = False
+        self._connection: AsyncConnection | None = None
+        self._sessions: SessionFactory | None = None
+
+    async def sessions(self) -> SessionFactory:
+        if self._sessions is None:
+            connection = self.engine.connect()
+            await connection.start()
+            self._connection = connection
+            self._sessions = _SharedSessions(self, connection)
+        return self._sessions
+
+    async def aclose(self) -> None:
+        connection, self._connection, self._sessions = self._connection, None, None
+        if connection is not None:
+            await connection.close()
 
 
 @asynccontextmanager

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import case, insert, update
 
+from billing.domain.events import EventPayload
 from billing.store.bulk import Column, insert_rows, is_postgres, json_text
 from billing.store.engine import Session
 from billing.store.ids import new_id
@@ -36,11 +37,11 @@ _EVENT_COLUMNS: tuple[Column, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
-    """An event to insert; `sequence` is set for subscription events (see `reserve_sequences`)."""
+    """An event to insert: its payload model names its type. `sequence` is set for subscription
+    events (see `reserve_sequences`)."""
 
     client_id: str
-    type: str
-    payload: Mapping[str, Any]
+    payload: EventPayload
     created_at: datetime
     subscription_id: str | None = None
     sequence: int | None = None
@@ -51,10 +52,10 @@ class NewEvent:
         return {
             "id": self.id or new_id("event"),
             "client_id": self.client_id,
-            "type": self.type,
+            "type": self.payload.type,
             "subscription_id": self.subscription_id,
             "sequence": self.sequence,
-            "payload": dict(self.payload),
+            "payload": self.payload.to_json(),
             "created_at": self.created_at,
         }
 
@@ -118,8 +119,7 @@ async def record_event(
     session: Session,
     *,
     client_id: str,
-    type: str,
-    payload: Mapping[str, Any],
+    payload: EventPayload,
     now: datetime,
     subscription_id: str | None = None,
 ) -> str:
@@ -132,7 +132,6 @@ async def record_event(
         sequence = (await reserve_sequences(session, {subscription_id: 1})).get(subscription_id)
     event = NewEvent(
         client_id=client_id,
-        type=type,
         payload=payload,
         created_at=now,
         subscription_id=subscription_id,

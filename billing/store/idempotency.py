@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import delete, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 
+from billing.store.bulk import dialect_insert
 from billing.store.engine import Session
 from billing.store.models import IdempotencyRecord
 
@@ -29,10 +28,8 @@ async def insert_in_progress(
     ``ON CONFLICT DO NOTHING`` on the unique (client_id, key): a concurrent duplicate waits
     for the first insert's transaction and then inserts nothing, instead of failing.
     """
-    dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
     statement = (
-        insert(IdempotencyRecord)
+        dialect_insert(session, IdempotencyRecord)
         .values(
             client_id=client_id,
             key=key,

@@ -3,7 +3,9 @@
 These classes are storage only: API schemas live in ``api/schemas`` and never expose
 lease columns, tokens or hashes. Unique keys here are what the engine's guarantees rest on:
 one charge per (subscription, period, attempt, method), one idempotency record per
-(client, key), one ``externalId`` per client, one delivery per (endpoint, event).
+(client, key), one ``externalId`` per client, one delivery per (endpoint, event). Every unique
+key of a client-owned table starts with ``client_id``, the column the tables would be
+distributed by on Citus (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -62,11 +64,12 @@ class RefreshToken(SQLModel, table=True):
     """Opaque single-use refresh tokens, stored hashed; a family shares one login."""
 
     __tablename__ = "refresh_token"
+    __table_args__ = (sa.UniqueConstraint("client_id", "token_hash"),)
 
     id: str = Field(primary_key=True, max_length=ID)
     client_id: str = Field(foreign_key="client.id", index=True, max_length=ID)
     family_id: str = Field(index=True, max_length=ID)
-    token_hash: str = Field(unique=True, max_length=64)
+    token_hash: str = Field(max_length=64)
     expires_at: datetime
     used_at: datetime | None = None
     revoked_at: datetime | None = None
@@ -226,7 +229,15 @@ class Charge(SQLModel, table=True):
 
     __tablename__ = "charge"
     __table_args__ = (
-        sa.UniqueConstraint("subscription_id", "period_start", "attempt", "method_index"),
+        sa.UniqueConstraint(
+            "client_id",
+            "subscription_id",
+            "period_start",
+            "attempt",
+            "method_index",
+            name="uq_charge_client_id_subscription_period_attempt_method",  # the convention's is too long
+        ),
+        sa.UniqueConstraint("client_id", "idempotency_key"),
         sa.Index("ix_charge_subscription_created", "subscription_id", "created_at"),
         sa.Index("ix_charge_state", "state", "updated_at"),
     )
@@ -250,7 +261,7 @@ class Charge(SQLModel, table=True):
     decline_message: str | None = Field(default=None, max_length=500)
     hard_decline: bool = False
     processor_reference: str | None = Field(default=None, max_length=255)
-    idempotency_key: str = Field(unique=True, max_length=255)
+    idempotency_key: str = Field(max_length=255)
     batch_id: str | None = Field(default=None, foreign_key="batch.id", max_length=ID)
     batch_index: int | None = None
     charge_metadata: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn)
@@ -264,11 +275,12 @@ class Batch(SQLModel, table=True):
     """An on-demand batch, from JSON or a CSV upload."""
 
     __tablename__ = "batch"
+    __table_args__ = (sa.UniqueConstraint("client_id", "tracking_id"),)
 
     id: str = Field(primary_key=True, max_length=ID)
     client_id: str = Field(foreign_key="client.id", index=True, max_length=ID)
     source: str = Field(max_length=8)  # json | csv
-    tracking_id: str | None = Field(default=None, unique=True, max_length=64)
+    tracking_id: str | None = Field(default=None, max_length=64)
     filename: str | None = Field(default=None, max_length=255)
     status: str = Field(default="queued", max_length=16)  # queued | processing | completed
     total: int = 0
@@ -285,11 +297,12 @@ class BatchItem(SQLModel, table=True):
 
     __tablename__ = "batch_item"
     __table_args__ = (
-        sa.UniqueConstraint("batch_id", "item_index"),
+        sa.UniqueConstraint("client_id", "batch_id", "item_index"),
         sa.Index("ix_batch_item_due", "state", "batch_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
+    client_id: str = Field(foreign_key="client.id", max_length=ID)  # the batch's client
     batch_id: str = Field(foreign_key="batch.id", max_length=ID)
     item_index: int  # 0-based position in the JSON list, or the CSV line number
     subscription_id: str | None = Field(default=None, max_length=200)
@@ -311,7 +324,7 @@ class Event(SQLModel, table=True):
     __tablename__ = "event"
     __table_args__ = (
         sa.Index("ix_event_client_id", "client_id", "id"),
-        sa.UniqueConstraint("subscription_id", "sequence"),
+        sa.UniqueConstraint("client_id", "subscription_id", "sequence"),
         sa.Index("ix_event_undispatched", "dispatched_at", "id"),
         sa.Index("ix_event_created", "client_id", "created_at"),
     )
@@ -353,14 +366,14 @@ class WebhookDelivery(SQLModel, table=True):
 
     __tablename__ = "webhook_delivery"
     __table_args__ = (
-        sa.UniqueConstraint("endpoint_id", "event_id"),
+        sa.UniqueConstraint("client_id", "endpoint_id", "event_id"),
         sa.Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
         sa.Index("ix_webhook_delivery_order", "endpoint_id", "subscription_id", "sequence"),
         sa.Index("ix_webhook_delivery_log", "endpoint_id", "id"),
     )
 
     id: str = Field(primary_key=True, max_length=ID)
-    client_id: str = Field(foreign_key="client.id", max_length=ID)
+    client_id: str = Field(foreign_key="client.id", max_length=ID)  # the endpoint's client
     endpoint_id: str = Field(foreign_key="webhook_endpoint.id", max_length=ID)
     event_id: str = Field(foreign_key="event.id", max_length=ID)
     event_type: str = Field(max_length=64)
@@ -385,11 +398,14 @@ class Notification(SQLModel, table=True):
     """An e-mail to a subscription's notificationEmail, sent from the outbox."""
 
     __tablename__ = "notification"
-    __table_args__ = (sa.Index("ix_notification_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        sa.Index("ix_notification_due", "status", "next_attempt_at"),
+        sa.UniqueConstraint("client_id", "event_id"),
+    )
 
     id: str = Field(primary_key=True, max_length=ID)
     client_id: str = Field(foreign_key="client.id", max_length=ID)
-    event_id: str | None = Field(default=None, unique=True, max_length=ID)
+    event_id: str | None = Field(default=None, max_length=ID)
     template: str = Field(max_length=64)  # subPayProblem | subscriptionSuspended | cardExpiring ...
     to_address: str = Field(max_length=320)
     context: dict[str, Any] = Field(default_factory=dict, sa_type=JSONColumn)

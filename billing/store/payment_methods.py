@@ -7,14 +7,19 @@ subscription's default first, then the others by `priority` (lower first, then o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import func, update
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
 from billing.domain.card_numbers import may_hold_card_number
 from billing.store.engine import Session
 from billing.store.models import PaymentMethod, Subscription
+from billing.store.owned import owned_row
 
+_METHOD = PaymentMethod.metadata.tables["payment_method"]
+_CHUNK = 1000
 ACTIVE = "active"
 REMOVED = "removed"
 
@@ -46,8 +51,7 @@ async def add_payment_method(session: Session, method: PaymentMethod) -> Payment
 
 async def get_payment_method(session: Session, client_id: str, method_id: str) -> PaymentMethod | None:
     """The client's payment method with this id (any status); another client's is None."""
-    method = await session.get(PaymentMethod, method_id)
-    return method if method is not None and method.client_id == client_id else None
+    return await owned_row(session, PaymentMethod, client_id, method_id)
 
 
 async def active_methods(session: Session, client_id: str, user_id: str) -> Sequence[PaymentMethod]:
@@ -90,3 +94,43 @@ async def lock_cardholder(session: Session, client_id: str, user_id: str) -> Non
         .where(col(PaymentMethod.user_id) == user_id)
         .values(priority=PaymentMethod.priority)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CardholderMethod:
+    """An active payment method of a cardholder, in fallback order."""
+
+    id: str
+    client_id: str
+    user_id: str
+    processor: str
+    token: str
+
+
+async def methods_of_cardholders(
+    session: Session, cardholders: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], list[CardholderMethod]]:
+    """Active methods of each (client_id, user_id), by priority, then age (the fallback order)."""
+    conn = await session.connection()
+    wanted = set(cardholders)
+    found: dict[tuple[str, str], list[CardholderMethod]] = {pair: [] for pair in wanted}
+    clients = sorted({client for client, _ in wanted})
+    users = sorted({user for _, user in wanted})
+    for start in range(0, len(users), _CHUNK):
+        rows = await conn.execute(
+            sa_select(
+                _METHOD.c.id, _METHOD.c.client_id, _METHOD.c.user_id, _METHOD.c.processor, _METHOD.c.token
+            )
+            .where(
+                _METHOD.c.status == "active",
+                _METHOD.c.client_id.in_(clients),
+                _METHOD.c.user_id.in_(users[start : start + _CHUNK]),
+            )
+            .order_by(_METHOD.c.priority, _METHOD.c.created_at, _METHOD.c.id)
+        )
+        for row in rows.all():
+            method = CardholderMethod(**row._asdict())
+            pair = (method.client_id, method.user_id)
+            if pair in found:
+                found[pair].append(method)
+    return found

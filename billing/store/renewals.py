@@ -1,5 +1,5 @@
-"""Bulk reads and writes of the renewal pass: plans and payment methods of a claimed batch,
-and the new state of each subscription once its renewal step is done.
+"""Bulk writes of the renewal pass: the new state of each subscription once its renewal step is
+done, and the look-ups of renewal charges whose outcome must be reconciled.
 
 Everything here works on a whole batch in a few statements (executemany, IN lists), because
 the pass handles thousands of subscriptions a second.
@@ -22,38 +22,6 @@ _SUB = Subscription.metadata.tables["subscription"]
 _PLAN = Plan.metadata.tables["plan"]
 _METHOD = PaymentMethod.metadata.tables["payment_method"]
 _CHUNK = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class PlanTerms:
-    """The plan columns a renewal needs."""
-
-    id: str
-    client_id: str
-    name: str
-    amount_minor: int
-    currency: str
-    type: str
-    frequency: int | None
-    frequency_day: int | None
-    cycles: int | None
-    auto_renewal: bool
-    daily_attempts: int | None
-    interval_attempt_hours: float | None
-    grace_days: int | None
-    grace_policy: str | None
-    methods: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class CardholderMethod:
-    """An active payment method of a cardholder, in fallback order."""
-
-    id: str
-    client_id: str
-    user_id: str
-    processor: str
-    token: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,66 +56,6 @@ class SubscriptionUpdate:
     grace_policy: dict[str, Any] | None
     ended_at: datetime | None
     updated_at: datetime
-
-
-async def plans_by_id(session: Session, plan_ids: Sequence[str]) -> dict[str, PlanTerms]:
-    """The plans with these ids (their current amount and rules)."""
-    conn = await session.connection()
-    found: dict[str, PlanTerms] = {}
-    ids = sorted(set(plan_ids))
-    for start in range(0, len(ids), _CHUNK):
-        rows = await conn.execute(
-            select(
-                _PLAN.c.id,
-                _PLAN.c.client_id,
-                _PLAN.c.name,
-                _PLAN.c.amount_minor,
-                _PLAN.c.currency,
-                _PLAN.c.type,
-                _PLAN.c.frequency,
-                _PLAN.c.frequency_day,
-                _PLAN.c.cycles,
-                _PLAN.c.auto_renewal,
-                _PLAN.c.daily_attempts,
-                _PLAN.c.interval_attempt_hours,
-                _PLAN.c.grace_days,
-                _PLAN.c.grace_policy,
-                _PLAN.c.methods,
-            ).where(_PLAN.c.id.in_(ids[start : start + _CHUNK]))
-        )
-        for row in rows.all():
-            values = row._asdict()
-            values["methods"] = list(values["methods"] or [])
-            plan = PlanTerms(**values)
-            found[plan.id] = plan
-    return found
-
-
-async def methods_of_cardholders(
-    session: Session, cardholders: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], list[CardholderMethod]]:
-    """Active methods of each (client_id, user_id), by priority, then age (the fallback order)."""
-    conn = await session.connection()
-    wanted = set(cardholders)
-    found: dict[tuple[str, str], list[CardholderMethod]] = {pair: [] for pair in wanted}
-    clients = sorted({client for client, _ in wanted})
-    users = sorted({user for _, user in wanted})
-    for start in range(0, len(users), _CHUNK):
-        rows = await conn.execute(
-            select(_METHOD.c.id, _METHOD.c.client_id, _METHOD.c.user_id, _METHOD.c.processor, _METHOD.c.token)
-            .where(
-                _METHOD.c.status == "active",
-                _METHOD.c.client_id.in_(clients),
-                _METHOD.c.user_id.in_(users[start : start + _CHUNK]),
-            )
-            .order_by(_METHOD.c.priority, _METHOD.c.created_at, _METHOD.c.id)
-        )
-        for row in rows.all():
-            method = CardholderMethod(**row._asdict())
-            pair = (method.client_id, method.user_id)
-            if pair in found:
-                found[pair].append(method)
-    return found
 
 
 async def lock_for_outcome(
@@ -340,13 +248,6 @@ async def release_with_next_attempt(session: Session, next_attempts: Mapping[str
     await conn.execute(
         _RELEASE_ONLY, [{"b_id": sub_id, "b_next_attempt_at": at} for sub_id, at in next_attempts.items()]
     )
-
-
-async def subscription_renewal_row(session: Session, subscription_id: str) -> dict[str, Any] | None:
-    """The renewal columns of one subscription (for the set-default-card retry and tools)."""
-    conn = await session.connection()
-    row = (await conn.execute(select(_SUB).where(_SUB.c.id == subscription_id))).mappings().first()
-    return dict(row) if row is not None else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from sqlmodel import col, select
 
 from billing.store.engine import Session
 from billing.store.models import Subscription
+from billing.store.owned import owned_row
 
 
 async def add_subscription(session: Session, subscription: Subscription) -> Subscription:
@@ -26,10 +27,7 @@ async def add_subscription(session: Session, subscription: Subscription) -> Subs
 
 async def get_subscription(session: Session, client_id: str, subscription_id: str) -> Subscription | None:
     """The client's subscription with this id; another client's is None, exactly like a missing one."""
-    subscription = await session.get(Subscription, subscription_id)
-    if subscription is None or subscription.client_id != client_id:
-        return None
-    return subscription
+    return await owned_row(session, Subscription, client_id, subscription_id)
 
 
 async def subscriptions_of_user(session: Session, client_id: str, user_id: str) -> Sequence[Subscription]:
@@ -64,6 +62,7 @@ async def update_if_active(session: Session, subscription: Subscription, **value
     """
     result = await session.exec(
         update(Subscription)
+        .where(col(Subscription.client_id) == subscription.client_id)
         .where(col(Subscription.id) == subscription.id)
         .where(col(Subscription.status) == "active")
         .values(**values)
@@ -84,6 +83,7 @@ async def request_grace_retry(
     """
     result = await session.exec(
         update(Subscription)
+        .where(col(Subscription.client_id) == subscription.client_id)
         .where(col(Subscription.id) == subscription.id)
         .where(col(Subscription.status) == "active")
         .where(col(Subscription.renewal_status) == "in_grace")

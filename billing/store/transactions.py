@@ -14,6 +14,7 @@ from sqlmodel import col, select
 from billing.domain.errors import BillingError
 from billing.store.engine import Session
 from billing.store.models import Transaction
+from billing.store.owned import owned_row
 
 
 async def add_transaction(session: Session, trx: Transaction) -> Transaction:
@@ -39,8 +40,7 @@ async def external_id_taken(session: Session, client_id: str, external_id: str) 
 
 async def get_transaction(session: Session, client_id: str, trx_id: str) -> Transaction | None:
     """The client's transaction with this id; another client's is None, like a missing one."""
-    trx = await session.get(Transaction, trx_id)
-    return trx if trx is not None and trx.client_id == client_id else None
+    return await owned_row(session, Transaction, client_id, trx_id)
 
 
 async def move_transaction(session: Session, trx: Transaction, *, from_status: str, to_status: str) -> bool:
@@ -50,6 +50,7 @@ async def move_transaction(session: Session, trx: Transaction, *, from_status: s
     """
     result = await session.exec(
         update(Transaction)
+        .where(col(Transaction.client_id) == trx.client_id)
         .where(col(Transaction.id) == trx.id)
         .where(col(Transaction.status) == from_status)
         .values(status=to_status)

@@ -153,7 +153,9 @@ async def insert_deliveries(session: Session, rows: Sequence[dict[str, Any]]) ->
     if not rows:
         return
     conn = await session.connection()
-    statement = _insert(session).on_conflict_do_nothing(index_elements=["endpoint_id", "event_id"])
+    statement = _insert(session).on_conflict_do_nothing(
+        index_elements=["client_id", "endpoint_id", "event_id"]
+    )
     for start in range(0, len(rows), _CHUNK):
         await conn.execute(statement, list(rows[start : start + _CHUNK]))
 
@@ -450,7 +452,7 @@ async def replay_since(session: Session, endpoint: WebhookEndpoint, *, since: da
         statement = _insert(session).values(rows)
         await conn.execute(
             statement.on_conflict_do_update(
-                index_elements=["endpoint_id", "event_id"],
+                index_elements=["client_id", "endpoint_id", "event_id"],
                 set_={
                     "status": "pending",
                     "attempts": 0,

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from billing.domain.clock import FixedClock
 from billing.processors.sandbox import SandboxProcessor
 from billing.services.runtime import Runtime, build_runtime
 from billing.store.ids import new_id
 from billing.store.models import Client
+from tests.clock import FixedClock
 
 GOOD_CARD = "4242424242424242"
 INSUFFICIENT_FUNDS = "4000000000009995"

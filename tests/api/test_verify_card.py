@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from billing.domain.clock import FixedClock
 from tests.api.conftest import (
     CHARGES_DECLINE,
     DROP,
@@ -24,6 +23,7 @@ from tests.api.conftest import (
     error_of,
     verify_card,
 )
+from tests.clock import FixedClock
 
 pytestmark = pytest.mark.anyio
 

@@ -97,7 +97,8 @@ def test_cli_lists_retries_and_replays(db_url: str, tmp_path: Path, monkeypatch:
 
 
 async def _seed(db_url: str, tmp_path: Path) -> tuple[str, str, str]:
-    from billing.clock import SystemClock
+    from billing.domain.clock import SystemClock
+    from billing.domain.events import BatchCompleted
     from billing.services.runtime import build_runtime
     from billing.services.webhooks import endpoints
     from billing.services.webhooks.delivery import dispatch_all
@@ -122,9 +123,10 @@ async def _seed(db_url: str, tmp_path: Path) -> tuple[str, str, str]:
                 settings=runtime.settings.webhooks,
                 now=now,
             )
-            await record_event(
-                session, client_id=client_id, type="batch.completed", payload={"n": 1}, now=now
+            payload = BatchCompleted(
+                batch_id="bat_1", tracking_id=None, source="json", totals={"succeeded": 1}, completed_at=now
             )
+            await record_event(session, client_id=client_id, payload=payload, now=now)
         await dispatch_all(runtime)
         async with runtime.sessions() as session:
             delivery = (await session.exec(select(WebhookDelivery))).one()

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def _new_client(db_url: str) -> tuple[str, str]:
-    from billing.clock import SystemClock
+    from billing.domain.clock import SystemClock
     from billing.services.auth import create_client
     from billing.settings import AuthSettings
     from billing.store.engine import create_engine, session_factory

@@ -18,7 +18,9 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
+from billing.processors.sandbox_server import stop_service
 from billing.processors.stripe import StripeProcessor
+from tests.processors.sandbox_service import sandbox_server  # noqa: F401  (the sandbox behind HTTP)
 
 TEST_KEY = "sk_test_processor_suite_0123456789"
 
@@ -77,12 +79,7 @@ def localstripe_url() -> Iterator[str]:
         try:
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop_service(process)
 
 
 @pytest.fixture

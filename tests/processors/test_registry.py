@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import SecretStr
 
-from billing.domain.clock import FixedClock
 from billing.domain.errors import BillingError
 from billing.processors import (
     KNOWN_SLUGS,
@@ -18,6 +17,7 @@ from billing.processors import (
     build_processors,
 )
 from billing.settings import ProcessorsSettings
+from tests.clock import FixedClock
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from billing.domain.card_numbers import may_hold_card_number
-from billing.domain.clock import FixedClock
 from billing.domain.errors import BillingError
 from billing.processors import (
     TEST_CARDS,
@@ -23,6 +22,7 @@ from billing.processors import (
 )
 from billing.processors.cards import luhn_valid
 from billing.processors.http_sandbox import HttpSandboxProcessor
+from tests.clock import FixedClock
 
 pytestmark = pytest.mark.anyio
 

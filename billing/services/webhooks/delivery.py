@@ -8,8 +8,9 @@ Two steps, each its own short transaction:
 - delivery: a worker leases due deliveries (at most `in_flight_per_endpoint` per endpoint and
   `in_flight` in all) and sends each as its own task. The round that started them does not wait
   for them: a receiver that hangs holds only its own slots, never another endpoint's deliveries
-  nor the billing passes. Outcomes are written in batches, one transaction per round for every
-  attempt that ended since the last (one database connection however many sends are in flight);
+  nor the billing passes. Outcomes are written in batches: one transaction, a few milliseconds
+  after an attempt ends, for every attempt that ended meanwhile (one database connection however
+  many sends are in flight); if that write fails, the leases run out and the deliveries are sent again;
   a worker that dies before writing an outcome leaves a lease that runs out, and the delivery is
   sent again (at least once).
 """
@@ -42,6 +43,7 @@ log = logging.getLogger("billing.webhooks")
 
 DISPATCH_BATCH = 500
 GONE = "The receiver answered 410 Gone: endpoint disabled."
+FLUSH_DELAY_SECONDS = 0.02
 
 
 def schedule_of(settings: WebhookSettings) -> RetrySchedule:
@@ -125,6 +127,7 @@ class Deliverer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._busy: Counter[str] = Counter()
         self._outcomes: list[tuple[store.DueDelivery, SendResult, datetime]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -168,6 +171,8 @@ class Deliverer:
         """Wait for the deliveries in flight (all of them, or for at most `wait_seconds`), then record them."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=wait_seconds)
+        if self._flusher is not None:
+            await self._flusher
         await self.flush()
 
     async def run_until_idle(self, max_rounds: int = 10_000) -> int:
@@ -271,6 +276,19 @@ class Deliverer:
 
     def _record(self, delivery: store.DueDelivery, result: SendResult) -> None:
         self._outcomes.append((delivery, result, self.runtime.clock.now()))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        """Write outcomes shortly after they arrive; those arriving meanwhile join the same batch."""
+        while self._outcomes:
+            await asyncio.sleep(FLUSH_DELAY_SECONDS)
+            try:
+                await self.flush()
+            except Exception:
+                # The next round retries the write; until then the leases keep the rows.
+                log.exception("writing webhook outcomes failed")
+                return
 
 
 def _record_of(
