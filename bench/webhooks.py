@@ -100,7 +100,7 @@ def _rss_mb() -> float:
 
 
 def worker(url: str, index: int, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    from billing.clock import SystemClock
+    from billing.domain.clock import SystemClock
     from billing.services.runtime import build_runtime
     from billing.services.webhooks.delivery import Deliverer
     from billing.settings import load_settings
