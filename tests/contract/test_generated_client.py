@@ -401,7 +401,9 @@ def webhooks_flow(ops: Any, models: Any, merchant: Any, endpoint_id: str, receiv
     changed = ops["update_webhook_endpoint"].sync(
         endpoint_id=endpoint_id,
         client=merchant,
-        body=models.EndpointUpdateIn.from_dict({"eventTypes": ["charge.succeeded", "subscription.cancelled"]}),
+        body=models.EndpointUpdateIn.from_dict(
+            {"eventTypes": ["charge.succeeded", "subscription.cancelled"]}
+        ),
     )
     assert isinstance(changed, models.EndpointOutEnvelope), changed
     rotated = ops["rotate_webhook_secret"].sync(endpoint_id=endpoint_id, client=merchant)
