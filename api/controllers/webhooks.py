@@ -274,7 +274,7 @@ class EventsController(Controller):
     path = "/v1/events"
     tags = ["events"]
 
-    @get("/", operation_id="ListEvents", responses=responses(200, EventPage, "Events"))
+    @get("/", operation_id="ListEvents", responses=responses(200, EventPage, "Events", 404))
     async def list_events(
         self,
         runtime: NamedDependency[Runtime],
@@ -314,7 +314,8 @@ class EventsController(Controller):
         ] = None,
     ) -> dict[str, Any]:
         """The client's events, oldest first: walk forward with `startingAfter` to catch up on missed
-        events. Kept at least `webhooks.event_retention_days` (30). Errors: 7000 bad filter."""
+        events. Kept at least `webhooks.event_retention_days` (30). Errors: 7000 bad filter, 7041
+        `subscriptionId` is not one of your subscriptions."""
         gte = _instant(created_gte, "createdGte")
         lt = _instant(created_lt, "createdLt")
         async with runtime.sessions() as session:

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from billing.services.webhooks.delivery import dispatch_all
 from billing.store.ids import ulid
 
 pytestmark = pytest.mark.anyio
@@ -50,6 +51,9 @@ PATH_PARAM_KINDS = {
     "tracking_id": "upload",
     "trx_uid": "transaction",
     "payment_method_id": "payment_method",
+    "endpoint_id": "webhook_endpoint",
+    "delivery_id": "webhook_delivery",
+    "event_id": "event",
 }
 
 ID_LIKE = re.compile(r"(Id|Uid|_id|_uid)$|^uid$")
@@ -85,6 +89,11 @@ def data_of(response: Any, status: int, what: str) -> Any:
 async def open_tenant(merchant: Any) -> Tenant:
     """Create a plan, a subscription (verify-card), its card, a spare transaction, a batch and a CSV upload."""
     tenant = Tenant(merchant)
+    tenant.ids["webhook_endpoint"] = data_of(
+        await merchant.post("/v1/webhooks/endpoints", json={"url": "http://127.0.0.1:9/hooks"}),
+        201,
+        "a webhook endpoint",
+    )["data"]["id"]
     plan = {
         "name": "Pro",
         "amount": 10,
@@ -134,6 +143,10 @@ async def open_tenant(merchant: Any) -> Tenant:
         202,
         "a CSV upload",
     )["trackingId"]
+    await dispatch_all(merchant.runtime)  # the worker's step that turns events into deliveries
+    tenant.ids["event"] = data_of(await merchant.get("/v1/events"), 200, "events")["data"]["items"][0]["id"]
+    deliveries = await merchant.get(f"/v1/webhooks/endpoints/{tenant.ids['webhook_endpoint']}/deliveries")
+    tenant.ids["webhook_delivery"] = data_of(deliveries, 200, "deliveries")["data"]["items"][0]["id"]
     return tenant
 
 
@@ -212,13 +225,20 @@ async def test_another_clients_ids_in_paths_answer_404_like_missing_ids(
             (
                 method,
                 fill(template, {**{p: a.id for p in own}, **{p: a.ids[k] for p, k in kinds.items() if k}}),
+                {
+                    k: v
+                    for k, v in (
+                        SAMPLES.get((method, _PARAM.sub(r"{\1}", template)), lambda me: {})(a)
+                    ).items()
+                    if k != "path"
+                },
             )
         )
         swept.append(f"{method} {template}")
 
     # A still reaches its own resources by the same routes (reads first, writes last).
-    for method, path in sorted(controls, key=lambda item: item[0] != "GET"):
-        response = await a.merchant.request(method, path)
+    for method, path, own_body in sorted(controls, key=lambda item: (item[0] == "DELETE", item[0] != "GET")):
+        response = await a.merchant.request(method, path, **own_body)
         if response.status_code >= 400:
             failures.append(f"{method} {path}: A on its own resource -> {answer(response)} (control)")
 
@@ -370,6 +390,11 @@ SAMPLES: dict[tuple[str, str], Sample] = {
         "data": {"clientId": me.id},
     },
     ("GET", CSV_UPLOAD + "/{tracking_id}"): lambda me: {"path": {"tracking_id": me.ids["upload"]}},
+    ("PUT", "/v1/webhooks/endpoints/{endpoint_id}"): lambda me: {"json": {"description": "Renamed"}},
+    ("POST", "/v1/webhooks/endpoints/{endpoint_id}/replay"): lambda me: {
+        "json": {"since": "2020-01-01T00:00:00Z"}
+    },
+    ("GET", "/v1/events"): lambda me: {},
 }
 
 

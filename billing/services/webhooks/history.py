@@ -9,6 +9,7 @@ from typing import Generic, TypeVar
 from billing.domain.errors import BillingError
 from billing.domain.webhooks import EVENT_TYPES
 from billing.services.webhooks.endpoints import get_endpoint
+from billing.store import subscriptions
 from billing.store import webhooks as store
 from billing.store.engine import Session
 from billing.store.models import Event, WebhookDelivery
@@ -54,6 +55,11 @@ async def list_events(
     """The client's events, oldest first, after the `starting_after` cursor."""
     if type is not None and type not in EVENT_TYPES:
         raise BillingError("CHECK_PARAMETERS", message=f"type: '{type}' is not an event type.", field="type")
+    if (
+        subscription_id is not None
+        and await subscriptions.get_subscription(session, client_id, subscription_id) is None
+    ):
+        raise BillingError("SUBSCRIPTION_NOT_FOUND")
     found = await store.list_events(
         session,
         client_id=client_id,
