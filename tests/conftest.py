@@ -75,6 +75,10 @@ def postgres_database() -> Iterator[str]:
     name = f"billing_test_{os.getpid()}_{secrets.token_hex(3)}"
     with admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        # The scratch database does not outlive the session and no test crashes the server, so a
+        # commit need not wait for its WAL flush: every guarantee a test checks (visibility,
+        # locks, constraints) is unchanged, and commit-heavy tests stop waiting on the disk.
+        admin.execute(sql.SQL("ALTER DATABASE {} SET synchronous_commit TO off").format(sql.Identifier(name)))
     url = _with_database(PG_URL, name)
     try:
         from billing.store.migrations import upgrade
@@ -163,6 +167,23 @@ async def client(app: Any) -> AsyncIterator[Any]:
 def runtime(app: Any, client: Any) -> Any:
     """The app's runtime (engine, sessions, processors, clock), available once the client started."""
     return app.state.runtime
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long tests first, so parallel runs (`-n auto --dist worksteal`) do not end waiting on one of them."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under xdist the test processes find PostgreSQL missing; the controlling process says so loudly."""
+    if "postgresql" not in BACKENDS or hasattr(session.config, "workerinput"):
+        return
+    if getattr(session.config.option, "numprocesses", None) in (None, 0):
+        return
+    try:
+        psycopg.connect(_libpq(PG_URL), connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        _pg_missing_reason.append(f"PostgreSQL at {PG_URL} is not reachable ({exc.__class__.__name__})")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

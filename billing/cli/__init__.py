@@ -1,40 +1,53 @@
-"""The `billing` command."""
+"""The `billing` command.
+
+Subcommands are imported when they run, not when `billing` starts: `billing --version` or
+`billing sign` does not load the API, the store or the processors.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
-from billing.cli.charges import charges_group
-from billing.cli.clients import clients_group
-from billing.cli.config import config_group
-from billing.cli.database import migrate
-from billing.cli.policy import policy_group
-from billing.cli.renewals import renewals_group
-from billing.cli.sandbox import sandbox_group
-from billing.cli.serve import serve, worker
-from billing.cli.signing import sign
-from billing.cli.webhooks import webhooks_group
+# name -> "module:attribute" of each subcommand, loaded on first use.
+COMMANDS = {
+    "serve": "billing.cli.serve:serve",
+    "worker": "billing.cli.serve:worker",
+    "migrate": "billing.cli.database:migrate",
+    "config": "billing.cli.config:config_group",
+    "clients": "billing.cli.clients:clients_group",
+    "charges": "billing.cli.charges:charges_group",
+    "sign": "billing.cli.signing:sign",
+    "renewals": "billing.cli.renewals:renewals_group",
+    "policy": "billing.cli.policy:policy_group",
+    "sandbox": "billing.cli.sandbox:sandbox_group",
+    "webhooks": "billing.cli.webhooks:webhooks_group",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when invoked (or listed by --help)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{target} is not a click command")
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="billing-engine")
 def cli() -> None:
     """billing-engine: subscription billing with on-demand charging."""
-
-
-cli.add_command(serve)
-cli.add_command(worker)
-cli.add_command(migrate)
-cli.add_command(config_group)
-cli.add_command(clients_group)
-cli.add_command(charges_group)
-cli.add_command(sign)
-cli.add_command(renewals_group)
-cli.add_command(policy_group)
-cli.add_command(sandbox_group)
-cli.add_command(webhooks_group)
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ async def _new_client(db_url: str) -> tuple[str, str]:
     return client.id, key.private_key_pem
 
 
+@pytest.mark.slow
 async def test_concurrent_replays_on_two_api_processes_run_once(db_url: str, tmp_path: Path) -> None:
     from billing.services.auth import canonical_request, sign
 

@@ -134,6 +134,7 @@ def exact(amount: Any) -> Decimal:
     return Decimal(str(amount))
 
 
+@pytest.mark.slow
 def test_a_generated_client_runs_the_merchant_flow(live_engine: LiveEngine, tmp_path: Path) -> None:
     document = live_engine.document()
     gen = generate_client(live_engine.base_url, tmp_path / "generated")

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from billing.services.auth import sign
 from tests.contract.conftest import LiveEngine
@@ -41,6 +42,7 @@ def _merchant(engine: LiveEngine, name: str, *, signing: bool) -> dict[str, obje
     return {"token": answer.json()["data"]["accessToken"], "privateKey": pem, "signing": signing}
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_failure(live_engine: LiveEngine) -> None:
     merchants = live_engine.workdir / "merchants.json"
     merchants.write_text(

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.live_engine import running_engine
 
 
+@pytest.mark.slow
 def test_two_api_processes_share_the_port_and_the_worker_runs_once(tmp_path: Path) -> None:
     with running_engine(
         tmp_path,

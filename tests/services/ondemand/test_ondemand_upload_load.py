@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.live_engine import running_engine
 
@@ -30,6 +31,7 @@ def _charges_file() -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
+@pytest.mark.slow
 def test_health_answers_during_a_large_upload(db_url: str, tmp_path: Path) -> None:
     from billing.services.auth import canonical_request, sign
 

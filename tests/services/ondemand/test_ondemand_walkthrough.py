@@ -26,6 +26,7 @@ def engine(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         yield running
 
 
+@pytest.mark.slow
 def test_the_ondemand_walkthrough_runs_as_written(engine: tuple[str, dict[str, str]], tmp_path: Path) -> None:
     base, env = engine
     blocks = re.findall(r"^```sh\n(.*?)^```", DOC.read_text(), flags=re.S | re.M)
