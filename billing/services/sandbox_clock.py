@@ -9,7 +9,9 @@ Each step takes the earliest instant at which one of the client's subscriptions 
 (never earlier than the previous step, since handling one step can make more work due at
 once, e.g. the catch-up renewal after a late recovery), runs the renewal pass for that
 client with "now" set to that instant, and repeats until nothing is due by B. Only then is
-the client's offset moved, so a worker running meanwhile keeps seeing the old now.
+the client's offset moved, so a worker running meanwhile keeps seeing the old now. The move
+is a compare-and-set on the stored offset, so concurrent moves add up instead of overwriting
+each other.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ from billing.services.renewals import RenewalPass, RenewalSummary
 from billing.services.runtime import Runtime
 from billing.store import claims
 from billing.store.engine import transaction
-from billing.store.sandbox_clock import ClientClock, client_clock, move_clock_forward
+from billing.store.sandbox_clock import ClientClock, client_clock, replace_offset
 
 MAX_JUMP = timedelta(days=3660)
 # A step whose every charge stayed `unknown` is retried after RECONCILE_AFTER; a processor that
 # keeps not answering would make the jump loop forever, so it gives up after this many.
 MAX_STEPS_WITHOUT_PROGRESS = 5
+# How many times one move starts again because another move of the same clock came first.
+MAX_CONCURRENT_RESTARTS = 50
 _LEASED_POLL_SECONDS = 0.05
 
 
@@ -68,18 +72,63 @@ async def advance_clock(
     advance_seconds: float | None = None,
     identity: str = "sandbox-clock",
 ) -> SandboxClock:
-    """Move a sandbox client's clock to `to` (or by `advance_seconds`), running what falls due on the way.
+    """Move a sandbox client's clock to `to` (or by `advanceSeconds`), running what falls due on the way.
+
+    Concurrent moves of one client's clock all count: the new offset is written only if the
+    offset is still the one this move started from (one statement); when another move came
+    first, this one starts again from the moved clock, so three concurrent `advanceSeconds: N`
+    move the clock 3N, and what falls due is run at its own instant whichever move reaches it.
 
     Errors: 7020 production client, 7000 naming `to`/`advanceSeconds` (both or neither given,
     a naive or past instant, a negative or too long jump), 7019 when the processor keeps
-    not answering (the steps already done stay done; the clock does not move).
+    not answering (the steps already done stay done; the clock does not move) or when other
+    moves of the same clock keep coming first.
     """
     found = await _sandbox_client(runtime, client_id)
     current = runtime.clock.now() + timedelta(seconds=found.offset_seconds)
     target = _target(current, to, advance_seconds)
     step = RenewalPass(runtime, f"{identity}:{client_id}")
     ran = RenewalSummary()
-    previous = current
+    for _ in range(MAX_CONCURRENT_RESTARTS):
+        await _run_due(runtime, step, ran, client_id, start=current, target=target)
+        if advance_seconds is not None:
+            offset = found.offset_seconds + math.ceil(advance_seconds)
+        else:
+            offset = math.ceil((target - runtime.clock.now()).total_seconds())
+        if offset <= found.offset_seconds:
+            break  # real time already carried the clock past `to`
+        async with transaction(runtime.sessions) as session:
+            moved = await replace_offset(
+                session, client_id, expected=found.offset_seconds, offset_seconds=offset
+            )
+        if moved:
+            break
+        found = await _sandbox_client(runtime, client_id)
+        current = runtime.clock.now() + timedelta(seconds=found.offset_seconds)
+        if advance_seconds is not None:
+            target = _target(current, None, advance_seconds)
+        elif current >= target:
+            break  # another move took the clock past `to`
+    else:
+        raise BillingError(
+            "SERVICE_UNAVAILABLE",
+            message="Other moves of this sandbox clock keep coming first; the clock did not move. Retry.",
+        )
+    clock = await read_clock(runtime, client_id)
+    return SandboxClock(now=clock.now, offset_seconds=clock.offset_seconds, ran=ran)
+
+
+async def _run_due(
+    runtime: Runtime,
+    step: RenewalPass,
+    ran: RenewalSummary,
+    client_id: str,
+    *,
+    start: datetime,
+    target: datetime,
+) -> None:
+    """Run, each at its own instant, what falls due for the client up to `target`."""
+    previous = start
     stalled = 0
     while True:
         async with transaction(runtime.sessions) as session:
@@ -87,9 +136,9 @@ async def advance_clock(
                 session, client_id=client_id, until=target, real_now=runtime.clock.now()
             )
         if due is None:
-            break
+            return
         if leased:
-            # A worker is on it right now; its lease ends soon, either way.
+            # A worker (or another move of this clock) is on it right now; its lease ends soon, either way.
             await asyncio.sleep(_LEASED_POLL_SECONDS)
             continue
         at = max(due, previous)
@@ -104,11 +153,6 @@ async def advance_clock(
                 "SERVICE_UNAVAILABLE",
                 message="The processor is not answering; the clock stopped where it was. Retry later.",
             )
-    offset = math.ceil((target - runtime.clock.now()).total_seconds())
-    async with transaction(runtime.sessions) as session:
-        await move_clock_forward(session, client_id, offset)
-    clock = await read_clock(runtime, client_id)
-    return SandboxClock(now=clock.now, offset_seconds=clock.offset_seconds, ran=ran)
 
 
 def _always(instant: datetime) -> Callable[[], datetime]:

@@ -34,14 +34,15 @@ async def client_clock(session: Session, client_id: str) -> ClientClock | None:
     return None if row is None else ClientClock(row[0], row[1], int(row[2]))
 
 
-async def move_clock_forward(session: Session, client_id: str, offset_seconds: int) -> None:
-    """Set the offset unless it is already further ahead (the clock never moves back)."""
+async def replace_offset(session: Session, client_id: str, *, expected: int, offset_seconds: int) -> bool:
+    """Set the offset if it is still `expected` (one statement); False when another move came first."""
     conn = await session.connection()
-    await conn.execute(
+    result = await conn.execute(
         update(_CLIENT)
-        .where(_CLIENT.c.id == client_id, _CLIENT.c.clock_offset_seconds < offset_seconds)
+        .where(_CLIENT.c.id == client_id, _CLIENT.c.clock_offset_seconds == expected)
         .values(clock_offset_seconds=offset_seconds)
     )
+    return result.rowcount == 1
 
 
 async def client_timezone(session: Session, client_id: str) -> str | None:
