@@ -87,7 +87,7 @@ class SubscriptionOut(OutModel):
     currency: CurrencyOut
     notification_email: str | None
     status: Literal["active", "cancelled", "inactive", "expired"]
-    renewal_status: Literal["current", "in_grace"]
+    renewal_status: Literal["current", "in_grace", "ended"]
     timezone: str = Field(description="The client's time zone at enrolment; renewal dates are local to it.")
     anchor_date: date
     next_renewal_date: datetime | None = Field(description="When the next charge is due; null once stopped.")

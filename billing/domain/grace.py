@@ -29,7 +29,8 @@ from typing import Any, Final, Literal, NamedTuple
 
 from billing.domain.errors import BillingError
 
-RenewalStatus = Literal["current", "in_grace"]
+# `ended` once the subscription is terminal (inactive, cancelled, expired): nothing is retried any more.
+RenewalStatus = Literal["current", "in_grace", "ended"]
 SubscriptionStatus = Literal["active", "inactive"]
 GraceEvent = Literal["subscription.payment_failed", "subscription.recovered", "subscription.inactive"]
 
@@ -298,8 +299,8 @@ def _in_grace(episode: Episode, events: tuple[GraceEvent, ...] = ()) -> Decision
 
 
 def _inactive(episode: Episode, events: tuple[GraceEvent, ...] = ()) -> Decision:
-    # renewal_status stays in_grace: the period was never paid; the status is what ends it.
-    return Decision(status="inactive", renewal_status="in_grace", episode=None, events=(*events, INACTIVE))
+    # The period was never paid and nothing will be retried: the status says why it ended.
+    return Decision(status="inactive", renewal_status="ended", episode=None, events=(*events, INACTIVE))
 
 
 def _require_int(name: str, value: object, *, minimum: int) -> None:

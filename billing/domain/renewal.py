@@ -23,6 +23,7 @@ from billing.domain.grace import (
     Decision,
     Episode,
     GracePolicy,
+    RenewalStatus,
     on_deadline,
     on_new_default_card,
     on_renewal_failed,
@@ -31,7 +32,6 @@ from billing.domain.grace import (
 )
 
 SubscriptionStatus = Literal["active", "cancelled", "inactive", "expired"]
-RenewalStatus = Literal["current", "in_grace"]
 
 RENEWED: Final = "subscription.renewed"
 EXPIRED: Final = "subscription.expired"
@@ -174,7 +174,9 @@ def grace_deadline_reached(state: RenewalState, now: datetime) -> Transition:
 def expired(state: RenewalState, now: datetime) -> Transition:
     """The fixed term ended: `expired` (terminal) at the end of the last paid period."""
     ended = state.current_period_end or now
-    new = replace(state, status="expired", next_attempt_at=None, episode=None, ended_at=ended)
+    new = replace(
+        state, status="expired", renewal_status="ended", next_attempt_at=None, episode=None, ended_at=ended
+    )
     return Transition(new, (EXPIRED,))
 
 
@@ -183,9 +185,9 @@ def _apply(
 ) -> Transition:
     if decision.status == "inactive":
         # `episode` stays as the record of how the episode ended; `status` is what ends it.
-        ended_episode = last_episode or (
-            None if state.episode is None else replace(state.episode, next_attempt_at=None)
-        )
+        ended_episode = last_episode or state.episode
+        if ended_episode is not None:
+            ended_episode = replace(ended_episode, next_attempt_at=None)
         new = replace(
             state,
             status="inactive",

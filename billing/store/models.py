@@ -198,7 +198,7 @@ class Subscription(SQLModel, table=True):
         default=None, foreign_key="payment_method.id", max_length=ID
     )
     status: str = Field(default="active", max_length=16)  # active | cancelled | inactive | expired
-    renewal_status: str = Field(default="current", max_length=16)  # current | in_grace
+    renewal_status: str = Field(default="current", max_length=16)  # current | in_grace | ended
     # Schedule, computed in the client's time zone from a fixed anchor (no drift).
     timezone: str = Field(max_length=64)
     anchor_date: date

@@ -106,8 +106,10 @@ async def cancel_if_active(
         session,
         subscription,
         status="cancelled",
+        renewal_status="ended",
         cancelled_at=at,
         ended_at=at,
         next_attempt_at=None,
+        grace_retry_at=None,
         updated_at=now,
     )

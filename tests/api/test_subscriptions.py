@@ -116,7 +116,11 @@ async def test_cancel_is_immediate_and_a_second_cancel_is_a_conflict(
 ) -> None:
     cancelled = data_of(await merchant.delete(f"/v1/subscriptions/{enrolled['id']}"))
 
-    assert (cancelled["status"], cancelled["nextRenewalDate"]) == ("cancelled", None)
+    assert (cancelled["status"], cancelled["nextRenewalDate"], cancelled["renewalStatus"]) == (
+        "cancelled",
+        None,
+        "ended",
+    )
     assert cancelled["cancelledAt"] == "2026-01-15T12:00:00Z"
     row = await _row(runtime, enrolled["id"])
     assert (row.status, row.next_attempt_at) == ("cancelled", None)
@@ -138,10 +142,16 @@ async def test_cancelling_during_grace_stops_the_retries(
         row.grace_attempts = 1
         row.grace_retry_at = row.next_attempt_at = runtime.clock.now() + timedelta(hours=24)
 
-    data_of(await merchant.delete(f"/v1/subscriptions/{enrolled['id']}"))
+    cancelled = data_of(await merchant.delete(f"/v1/subscriptions/{enrolled['id']}"))
 
     row = await _row(runtime, enrolled["id"])
-    assert (row.status, row.next_attempt_at) == ("cancelled", None)
+    assert (row.status, row.next_attempt_at, row.grace_retry_at) == ("cancelled", None, None)
+    # A merchant filtering on renewalStatus or on a coming retry no longer finds it.
+    assert cancelled["renewalStatus"] == "ended"
+    assert cancelled["grace"]["nextAttemptAt"] is None
+    assert cancelled["grace"]["attemptsMade"] == 1
+    detail = data_of(await merchant.get(f"/v1/subscriptions/detail/{enrolled['id']}"))
+    assert (detail["renewalStatus"], detail["grace"]["nextAttemptAt"]) == ("ended", None)
 
 
 async def test_payment_history_is_a_flat_array_and_needs_the_subscription_id(

@@ -76,7 +76,9 @@ async def test_card_0341_walks_current_in_grace_inactive_on_the_policy_timeline(
     clock = await _advance(merchant, advanceSeconds=1)
     assert _at(clock["now"]) == inactive_at
     sub = await _subscription(merchant, sub["id"])
-    assert sub["status"] == "inactive"
+    assert (sub["status"], sub["renewalStatus"]) == ("inactive", "ended")
+    assert sub["grace"]["nextAttemptAt"] is None
+    assert sub["grace"]["attemptsMade"] == 3
     assert _at(sub["endedAt"]) == inactive_at
     assert len(await _history(merchant, sub["id"])) == 3
 

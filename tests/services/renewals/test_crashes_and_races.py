@@ -382,6 +382,6 @@ async def test_many_subscriptions_across_batches_and_lanes(engine_runtime: Runti
     for sub_id in subs[cards[1]]:
         assert status[sub_id] == ("active", "in_grace", 0, None)
     for sub_id in subs[cards[3]]:
-        assert status[sub_id] == ("inactive", "in_grace", 0, None)
+        assert status[sub_id] == ("inactive", "ended", 0, None)
     assert Counter(c.state for c in charges) == {"succeeded": 18, "failed": 18}
     assert len({c.idempotency_key for c in charges}) == 36

@@ -165,7 +165,7 @@ async def test_fixed_term_expires_at_the_end_of_the_last_period(engine_runtime: 
     summary = await RenewalPass(engine_runtime, "w1").run()
     assert summary.expired == 1
     after = await _reload(engine_runtime, sub.id)
-    assert after.status == "expired"
+    assert (after.status, after.renewal_status) == ("expired", "ended")
     assert after.ended_at == sub.next_attempt_at
     assert after.next_attempt_at is None
     assert [c.kind for c in await _charges(engine_runtime, sub.id)] == ["enrolment"]

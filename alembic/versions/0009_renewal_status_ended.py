@@ -1,0 +1,35 @@
+"""subscription.renewal_status `ended` for terminal subscriptions
+
+An inactive, cancelled or expired subscription is retried no more: its renewal status becomes
+`ended` and its grace retry time is cleared, so a merchant filtering on `in_grace` or on a
+future retry no longer finds ended subscriptions. Downgrade restores the earlier values
+(`in_grace` where an episode was recorded, else `current`); the cleared retry times are not
+restored, since nothing retries an ended subscription.
+
+Revision ID: 0009
+Revises: 0005
+Create Date: 2026-12-02 06:50:00
+
+"""
+from typing import Sequence, Union
+
+from alembic import op
+
+revision: str = '0009'
+down_revision: Union[str, None] = '0005'
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+
+
+def upgrade() -> None:
+    op.execute(
+        "UPDATE subscription SET renewal_status = 'ended', grace_retry_at = NULL"
+        " WHERE status IN ('inactive', 'cancelled', 'expired')"
+    )
+
+
+def downgrade() -> None:
+    op.execute(
+        "UPDATE subscription SET renewal_status = CASE WHEN grace_started_at IS NULL"
+        " THEN 'current' ELSE 'in_grace' END WHERE renewal_status = 'ended'"
+    )
