@@ -91,6 +91,14 @@ class PlanFields(WireModel):
     )
     grace_policy: Text | None = Field(None, description="A named policy from config/billing.toml.")
     days_notify_expiring_card: Integer | None = Field(None, ge=0, le=rules.MAX_NOTIFY_DAYS)
+    minimum_first_period_days: Number | None = Field(
+        None,
+        ge=0,
+        description="The least time the enrolment charge pays for, in days: when the first renewal would "
+        "come sooner, the first period runs on to the following one. At most half the plan's shortest "
+        "period; null = that half (e.g. 0.5 for a daily plan, 14 for a monthly one).",
+        examples=[0.5],
+    )
 
 
 class PlanIn(PlanFields):
@@ -147,6 +155,7 @@ class PlanOut(OutModel):
     grace_days: int | None
     grace_policy: str | None
     days_notify_expiring_card: int | None
+    minimum_first_period_days: float | None = Field(description="null: half the plan's shortest period.")
     status: Literal["active"] = Field(description="active (plans are never deleted)")
     created_at: datetime
     updated_at: datetime
@@ -176,6 +185,9 @@ def plan_out(plan: Plan) -> PlanOut:
         grace_days=plan.grace_days,
         grace_policy=plan.grace_policy,
         days_notify_expiring_card=plan.days_notify_expiring_card,
+        minimum_first_period_days=None
+        if plan.minimum_first_period_hours is None
+        else round(plan.minimum_first_period_hours / 24, 6),
         status=plan.status,
         created_at=plan.created_at,
         updated_at=plan.updated_at,
@@ -205,6 +217,7 @@ def plan_changes(plan: PlanFields) -> dict[str, Any]:
         "grace_days": "grace_days",
         "grace_policy": "grace_policy",
         "days_notify_expiring_card": "days_notify_expiring_card",
+        "minimum_first_period_days": "minimum_first_period_days",
     }
     for attr, term in simple.items():
         if attr in sent:

@@ -12,6 +12,7 @@ plan has a trial (see `anchor_date`). `docs/calendar.md` walks through every rul
 from __future__ import annotations
 
 import calendar as _gregorian
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final, Literal, get_args
@@ -95,6 +96,52 @@ def anchor_date(enrolled_on: date, trial_days: int = 0) -> date:
             "CHECK_PARAMETERS", message="trialDays must be an integer >= 0.", field="trialDays"
         )
     return enrolled_on + timedelta(days=trial_days)
+
+
+def shortest_period(kind: ScheduleKind, every: int) -> timedelta:
+    """The shortest period a schedule can have: `every` days, or `every` months of 28 days."""
+    return timedelta(days=every) if kind == "interval" else timedelta(days=28 * every)
+
+
+def default_minimum_first_period(kind: ScheduleKind, every: int) -> timedelta:
+    """Half the shortest period: the least time an enrolment charge pays for by default."""
+    return shortest_period(kind, every) / 2
+
+
+def enrolment_anchor(
+    schedule_on: Callable[[date], Schedule],
+    *,
+    tz: str,
+    enrolled_at: datetime,
+    trial_days: int = 0,
+    minimum_first_period: timedelta = timedelta(0),
+) -> date:
+    """The local date of boundary 0 for a cardholder enrolled at `enrolled_at` (client zone `tz`).
+
+    `schedule_on(anchor)` is the plan's schedule anchored on a local date.
+
+    - With a trial, boundary 0 (the first charge) is the first local midnight at least
+      `trial_days` x 24 h after the enrolment instant: a trial is never shorter than promised,
+      whatever the hour the cardholder enrolled.
+    - Without one, the enrolment charge pays period 0, from the enrolment day's midnight to
+      boundary 1. When boundary 1 is closer to the enrolment instant than `minimum_first_period`
+      (enrolled at 23:58 on a daily plan, or the day before a fixedDay plan's day), the first
+      paid period runs on to the following boundary instead: the schedule is anchored on
+      boundary 1, so the cardholder is not charged twice within minutes.
+    """
+    _require_aware(enrolled_at)
+    enrolled_on = local_date(enrolled_at, tz)
+    anchor_date(enrolled_on, trial_days)  # validates trial_days
+    if trial_days:
+        trial_end = enrolled_at + timedelta(days=trial_days)
+        day = local_date(trial_end, tz)
+        if start_of_local_day(day, tz) < trial_end:
+            day += timedelta(days=1)
+        return day
+    schedule = schedule_on(enrolled_on)
+    if due_at(schedule, 1) - enrolled_at < minimum_first_period:
+        return period_start(schedule, 1)
+    return enrolled_on
 
 
 def local_date(instant: datetime, tz: str) -> date:

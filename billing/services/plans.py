@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, cast
 
-from billing.domain.calendar import Schedule, ScheduleKind, term_cycles
+from billing.domain.calendar import Schedule, ScheduleKind, default_minimum_first_period, term_cycles
 from billing.domain.errors import BillingError
 from billing.domain.grace import PlanGraceFields, resolve_policy
 from billing.domain.money import from_minor, normalize_currency, to_minor
@@ -63,6 +63,7 @@ class PlanTerms:
     grace_days: int | None = None
     grace_policy: str | None = None
     days_notify_expiring_card: int | None = None
+    minimum_first_period_days: Decimal | int | None = None
 
 
 TERM_NAMES: Final = frozenset(f.name for f in fields(PlanTerms))
@@ -102,6 +103,29 @@ def _hours(value: Decimal | int | None) -> float | None:
             "plan.intervalAttempt", f"must be a number of hours > 0 and <= {MAX_INTERVAL_ATTEMPT_HOURS}."
         )
     return hours
+
+
+def _minimum_first_period_hours(terms: PlanTerms, frequency: int | None) -> float | None:
+    """The plan's minimum first period in hours: at most half its shortest period (None = that default)."""
+    if terms.minimum_first_period_days is None:
+        return None
+    kind = cast(ScheduleKind, terms.type)
+    longest = default_minimum_first_period(kind, frequency or 1) / timedelta(days=1)
+    days = float(terms.minimum_first_period_days)
+    if not 0 <= days <= longest:
+        raise _bad(
+            "plan.minimumFirstPeriodDays",
+            f"must be a number of days from 0 to {longest:g} (half of this plan's shortest period).",
+        )
+    return round(days * 24, 6)
+
+
+def minimum_first_period(plan: Plan) -> timedelta:
+    """The least time a subscription's enrolment charge pays for (see `enrolment_anchor`)."""
+    if plan.minimum_first_period_hours is not None:
+        return timedelta(hours=plan.minimum_first_period_hours)
+    every = 1 if plan.type == "fixedDay" else plan.frequency or 1
+    return default_minimum_first_period(cast(ScheduleKind, plan.type), every)
 
 
 def _schedule_fields(terms: PlanTerms) -> tuple[int | None, int | None]:
@@ -204,6 +228,9 @@ def _validated(terms: PlanTerms, rules: PlanRules) -> dict[str, Any]:
         "grace_days": terms.grace_days,
         "grace_policy": terms.grace_policy,
         "days_notify_expiring_card": terms.days_notify_expiring_card,
+        "minimum_first_period_hours": _minimum_first_period_hours(
+            terms, None if terms.type == "fixedDay" else frequency
+        ),
     }
 
 
@@ -230,6 +257,9 @@ def terms_of(plan: Plan) -> PlanTerms:
         grace_days=plan.grace_days,
         grace_policy=plan.grace_policy,
         days_notify_expiring_card=plan.days_notify_expiring_card,
+        minimum_first_period_days=None
+        if plan.minimum_first_period_hours is None
+        else Decimal(str(plan.minimum_first_period_hours / 24)),
     )
 
 

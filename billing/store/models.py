@@ -133,6 +133,8 @@ class Plan(SQLModel, table=True):
     grace_days: int | None = None
     grace_policy: str | None = Field(default=None, max_length=100)
     days_notify_expiring_card: int | None = None
+    # The least time the enrolment charge pays for; None = half the plan's shortest period.
+    minimum_first_period_hours: float | None = None
     status: str = Field(default="active", max_length=16)
     created_at: datetime
     updated_at: datetime

@@ -130,7 +130,30 @@ BAD_PLANS: list[tuple[dict[str, Any], int, str, str | None]] = [
     ({"cycles": 0}, 400, "7000", "plan.cycles"),
     ({"trialDays": -1}, 400, "7000", "plan.trialDays"),
     ({"daysNotifyExpiringCard": 400}, 400, "7000", "plan.daysNotifyExpiringCard"),
+    ({"minimumFirstPeriodDays": -1}, 400, "7000", "plan.minimumFirstPeriodDays"),
+    ({"minimumFirstPeriodDays": "2"}, 400, "7000", "plan.minimumFirstPeriodDays"),
+    # At most half the shortest period: 15 days for a 30-day plan, half a day for a daily one.
+    ({"minimumFirstPeriodDays": 16}, 400, "7000", "plan.minimumFirstPeriodDays"),
+    (
+        {"frequency": {"frequency": 1}, "minimumFirstPeriodDays": Decimal("0.75")},
+        400,
+        "7000",
+        "plan.minimumFirstPeriodDays",
+    ),
 ]
+
+
+async def test_the_minimum_first_period_is_kept_and_null_means_half_a_period(merchant: Any) -> None:
+    daily = await create_plan(merchant, frequency={"frequency": 1}, minimumFirstPeriodDays=0.25)
+    assert daily["minimumFirstPeriodDays"] == 0.25
+    monthly = await create_plan(merchant, type="anniversary", frequency=DROP)
+    assert monthly["minimumFirstPeriodDays"] is None
+    updated = data_of(
+        await merchant.put(
+            "/v1/plans", json={"planId": daily["id"], "plan": {"minimumFirstPeriodDays": None}}
+        )
+    )
+    assert updated["minimumFirstPeriodDays"] is None
 
 
 @pytest.mark.parametrize(("fields", "status", "code", "field"), BAD_PLANS)

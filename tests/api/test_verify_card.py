@@ -123,7 +123,9 @@ async def test_a_trial_starts_the_subscription_without_a_charge(merchant: Any) -
     assert result["charge"] is None
     assert await _history(merchant, subscription["id"]) == []
     assert (subscription["status"], subscription["cyclesPaid"]) == ("active", 0)
-    assert subscription["trialEndsAt"] == subscription["nextRenewalDate"] == "2026-01-29T00:00:00-06:00"
+    # Enrolled at 06:00 local on Jan 15: 14 x 24 h end at 06:00 on Jan 29, so the trial ends at the
+    # following midnight, never earlier.
+    assert subscription["trialEndsAt"] == subscription["nextRenewalDate"] == "2026-01-30T00:00:00-06:00"
 
 
 async def test_verify_without_a_plan_saves_the_card_only(merchant: Any) -> None:
@@ -211,11 +213,26 @@ NEW_YORK = "America/New_York"  # EST/EDT
             {"type": "anniversary", "frequency": DROP},
             "2026-11-15T00:00:00-05:00",
         ),
+        # Six days before the plan's day is less than the default minimum first period (half a month):
+        # the first period runs on to the following boundary. With a minimum of 0 it ends on the 8th.
         (
             NEW_YORK,
             "2026-03-02T05:30Z",
             {"type": "fixedDay", "frequency": {"day": 8}},
+            "2026-04-08T00:00:00-04:00",
+        ),
+        (
+            NEW_YORK,
+            "2026-03-02T05:30Z",
+            {"type": "fixedDay", "frequency": {"day": 8}, "minimumFirstPeriodDays": 0},
             "2026-03-08T00:00:00-05:00",
+        ),
+        # 23:58 on a daily plan: not charged again two minutes later at midnight, but the midnight after.
+        (
+            GUATEMALA,
+            "2026-01-16T05:58Z",
+            {"type": "interval", "frequency": {"frequency": 1}},
+            "2026-01-17T00:00:00-06:00",
         ),
     ],
 )

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from billing.domain.calendar import anchor_date, due_at
+from billing.domain.calendar import Schedule, due_at, enrolment_anchor
 from billing.domain.errors import BillingError
 from billing.domain.events import ChargeFailed, ChargeSucceeded, SubscriptionCreated
 from billing.processors.base import Outcome
 from billing.services.event_payloads import charge_event, subscription_event
-from billing.services.plans import plan_schedule
+from billing.services.plans import minimum_first_period, plan_schedule
 from billing.store import charges as charge_store
 from billing.store import events
 from billing.store import payment_methods as method_store
@@ -96,16 +96,28 @@ class Enrolment:
     charge: Charge | None = None
 
 
+def _schedule(plan: Plan, context: EnrolmentContext) -> Schedule:
+    """The subscription's schedule: anchored by the enrolment instant, the trial and the minimum first period."""
+    anchor = enrolment_anchor(
+        lambda day: plan_schedule(plan, day, context.timezone),
+        tz=context.timezone,
+        enrolled_at=context.enrolled_at,
+        trial_days=plan.trial_days,
+        minimum_first_period=minimum_first_period(plan),
+    )
+    return plan_schedule(plan, anchor, context.timezone)
+
+
 def first_period_start(plan: Plan, context: EnrolmentContext) -> datetime:
-    """When period 0 starts (boundary 0): what the enrolment charge pays for."""
-    schedule = plan_schedule(plan, anchor_date(context.enrolled_on, plan.trial_days), context.timezone)
-    return due_at(schedule, 0)
+    """When what the enrolment charge pays for starts: period 0's midnight, or the enrolment
+    instant when the first period was stretched to the following boundary."""
+    return min(due_at(_schedule(plan, context), 0), context.enrolled_at)
 
 
 def new_subscription(plan: Plan, context: EnrolmentContext, *, client_id: str, now: datetime) -> Subscription:
     """The subscription an enrolment creates, with its schedule in the client's time zone."""
-    anchor = anchor_date(context.enrolled_on, plan.trial_days)
-    schedule = plan_schedule(plan, anchor, context.timezone)
+    schedule = _schedule(plan, context)
+    anchor = schedule.anchor
     due0 = due_at(schedule, 0)
     subscription = Subscription(
         id=new_id("subscription"),
@@ -136,7 +148,7 @@ def new_subscription(plan: Plan, context: EnrolmentContext, *, client_id: str, n
         due1 = due_at(schedule, 1)
         subscription.period_index = 0
         subscription.cycles_paid = 1
-        subscription.current_period_start = due0
+        subscription.current_period_start = min(due0, context.enrolled_at)
         subscription.current_period_end = due1
         subscription.next_attempt_at = due1
     return subscription

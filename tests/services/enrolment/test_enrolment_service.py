@@ -304,9 +304,10 @@ async def test_a_trial_enrols_without_charging(service_runtime: Runtime, shop: s
     assert (subscription.period_index, subscription.cycles_paid) == (-1, 0)
     # Jan 15 + 14 days = Jan 29, 00:00 in Guatemala (UTC-6): the first charge and the schedule's anchor.
     assert subscription.trial_ends_at is not None
-    assert subscription.trial_ends_at.isoformat() == "2026-01-29T06:00:00+00:00"
+    # 14 x 24 h from 06:00 local on Jan 15 end during Jan 29: the trial ends at the next local midnight.
+    assert subscription.trial_ends_at.isoformat() == "2026-01-30T06:00:00+00:00"
     assert subscription.next_attempt_at == subscription.current_period_end == subscription.trial_ends_at
-    assert str(subscription.anchor_date) == "2026-01-29"
+    assert str(subscription.anchor_date) == "2026-01-30"
     assert [e.type for e in await _all(service_runtime, Event)] == ["subscription.created"]
 
 

@@ -1,4 +1,7 @@
-"""subscription.renewal_status `ended` for terminal subscriptions
+"""Billing rules: `ended` renewal status, plans' minimum first period
+
+plan.minimum_first_period_hours (nullable: half the plan's shortest period): the least time an
+enrolment charge pays for before the first renewal.
 
 An inactive, cancelled or expired subscription is retried no more: its renewal status becomes
 `ended` and its grace retry time is cleared, so a merchant filtering on `in_grace` or on a
@@ -13,6 +16,7 @@ Create Date: 2026-12-02 06:50:00
 """
 from typing import Sequence, Union
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0009'
@@ -22,6 +26,8 @@ depends_on: Union[str, Sequence[str], None] = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table('plan', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('minimum_first_period_hours', sa.Float(), nullable=True))
     op.execute(
         "UPDATE subscription SET renewal_status = 'ended', grace_retry_at = NULL"
         " WHERE status IN ('inactive', 'cancelled', 'expired')"
@@ -29,6 +35,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('plan', schema=None) as batch_op:
+        batch_op.drop_column('minimum_first_period_hours')
     op.execute(
         "UPDATE subscription SET renewal_status = CASE WHEN grace_started_at IS NULL"
         " THEN 'current' ELSE 'in_grace' END WHERE renewal_status = 'ended'"
