@@ -325,3 +325,9 @@ async def test_concurrent_partial_refunds_never_give_back_more_than_the_charge(
     assert Decimal(str(detail["refundedAmount"])) == Decimal("25.00")
     assert Decimal(str(detail["refundableAmount"])) == Decimal("4.90")
     assert sum(amount for _, amount, _ in given_back(runtime, detail["processorReference"])) == 2500
+
+
+def test_the_worker_runs_the_refund_reconciliation_pass() -> None:
+    from billing.worker import registered_passes
+
+    assert dict(registered_passes())["refund-reconciliation"] is refunds.run_refund_reconciliation
