@@ -331,3 +331,29 @@ def test_the_worker_runs_the_refund_reconciliation_pass() -> None:
     from billing.worker import registered_passes
 
     assert dict(registered_passes())["refund-reconciliation"] is refunds.run_refund_reconciliation
+
+
+async def test_a_request_key_names_one_refund_for_good(merchant: Any, runtime: Any) -> None:
+    """Past the 24 hours of the API's replay, the key still finds its refund: never a second one."""
+    from billing.domain.errors import BillingError
+
+    first_charge = await enrolled_charge(merchant)
+    other_charge = await enrolled_charge(merchant)
+    made = await refunds.refund_charge(
+        runtime, client_id=merchant.id, charge_id=first_charge, amount=Decimal("3.00"), request_key="k-9"
+    )
+
+    again = await refunds.refund_charge(
+        runtime, client_id=merchant.id, charge_id=first_charge, amount=Decimal("4.00"), request_key="k-9"
+    )
+    with pytest.raises(BillingError) as caught:
+        await refunds.refund_charge(
+            runtime, client_id=merchant.id, charge_id=other_charge, amount=Decimal("1.00"), request_key="k-9"
+        )
+
+    assert (again.refund.id, again.refund.amount_minor, again.view.refunded_minor) == (
+        made.refund.id,
+        300,
+        300,
+    )
+    assert caught.value.code == "7700"
