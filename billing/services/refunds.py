@@ -117,12 +117,7 @@ async def _open_refund(
             if earlier.charge_id != charge.id:
                 raise BillingError("IDEMPOTENCY_KEY_REUSED", field="Idempotency-Key")
             return earlier, False
-    if charge.state not in store.REFUNDABLE_CHARGE_STATES or not charge.processor_reference:
-        raise BillingError(
-            "CHARGE_NOT_REFUNDABLE",
-            message=f"The charge is {charge.state}; only succeeded or settled charges can be refunded.",
-            field="chargeId",
-        )
+    _require_refundable(charge)
     if charge.processor not in runtime.processors:
         raise BillingError("PROCESSOR_NOT_FOUND", message="The charge's processor is not configured here.")
     remaining = charge.amount_minor - charge.refund_reserved_minor
@@ -132,7 +127,8 @@ async def _open_refund(
     method = _refund_method(charge, amount_minor)
     now = runtime.clock.now()
     if not await store.reserve(session, charge, amount_minor, at=now):
-        # Another refund took the room first (the charge was refreshed).
+        # Another refund took the room first, or the charge left its state (it was refreshed).
+        _require_refundable(charge)
         raise _exceeds(charge, max(0, charge.amount_minor - charge.refund_reserved_minor))
     refund_id = new_id("refund")
     refund = Refund(
@@ -143,7 +139,7 @@ async def _open_refund(
         amount_minor=amount_minor,
         currency=charge.currency,
         method=method,
-        reason=reason,
+        reason=reason[:500] if reason else None,
         processor=charge.processor,
         idempotency_key=f"refund:{refund_id}",
         request_key=request_key,
@@ -154,6 +150,15 @@ async def _open_refund(
         # The same Idempotency-Key is being used by a request running right now.
         raise BillingError("IDEMPOTENCY_IN_PROGRESS", field="Idempotency-Key")
     return refund, True
+
+
+def _require_refundable(charge: Charge) -> None:
+    if charge.state not in store.REFUNDABLE_CHARGE_STATES or not charge.processor_reference:
+        raise BillingError(
+            "CHARGE_NOT_REFUNDABLE",
+            message=f"The charge is {charge.state}; only succeeded or settled charges can be refunded.",
+            field="chargeId",
+        )
 
 
 def _exceeds(charge: Charge, remaining: int) -> BillingError:
