@@ -17,6 +17,7 @@ from api.controllers.charges import ChargesController
 from api.controllers.health import health
 from api.controllers.payment_methods import PaymentMethodsController
 from api.controllers.plans import PlansController
+from api.controllers.refunds import ChargeRefundsController
 from api.controllers.sandbox import SandboxClockController
 from api.controllers.subscriptions import SubscriptionsController
 from api.controllers.transactions import create_transaction
@@ -40,6 +41,7 @@ def _route_handlers() -> list[Any]:
     """Every controller of the API; resource modules register themselves here."""
     handlers: list[Any] = [health, auth_routes.login, auth_routes.refresh]
     handlers.append(ChargesController)
+    handlers.append(ChargeRefundsController)
     handlers += [PlansController, create_transaction, SubscriptionsController, PaymentMethodsController]
     handlers.append(SandboxClockController)
     handlers += [WebhookEndpointsController, EventsController]

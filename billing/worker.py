@@ -22,6 +22,7 @@ from billing.services.enrolment import run_recovery
 from billing.services.idempotency import purge_pass as purge_idempotency_records
 from billing.services.ondemand import run_ondemand
 from billing.services.pass_control import stop_when
+from billing.services.refunds import run_refund_reconciliation
 from billing.services.renewals import run_reconciliation, run_renewals
 from billing.services.runtime import Runtime
 from billing.services.webhooks.delivery import Deliverer
@@ -44,6 +45,7 @@ def registered_passes() -> list[tuple[str, Pass]]:
     passes.append(("ondemand", run_ondemand))
     passes.append(("enrolment-recovery", run_recovery))
     passes.append(("charge-reconciliation", run_reconciliation))
+    passes.append(("refund-reconciliation", run_refund_reconciliation))
     passes.append(("idempotency-purge", purge_idempotency_records))  # housekeeping, last
     passes.append(("event-purge", purge_events))
     return passes

@@ -22,6 +22,7 @@ from api.schemas.subscriptions import (
 from api.schemas.wire import render, responses
 from billing.domain.errors import BillingError
 from billing.services import enrolment, subscriptions
+from billing.services import refunds as billing_refunds
 from billing.services.auth import AuthenticatedClient
 from billing.services.runtime import Runtime
 
@@ -175,7 +176,8 @@ class SubscriptionsController(Controller):
         merchant: NamedDependency[AuthenticatedClient],
         subscription_id: Annotated[str, RequiredText(name="subscriptionId", description="The subscription.")],
     ) -> dict[str, Any]:
-        """The subscription's charges as a flat array, newest first (no paging, as Migo).
+        """The subscription's charges as a flat array, newest first (no paging, as Migo), each with
+        its refunds and `refundedAmount`.
 
         Errors: 7000 (HTTP 400) without `subscriptionId`, 7041 unknown subscription.
         """
@@ -184,4 +186,5 @@ class SubscriptionsController(Controller):
             charges = await subscriptions.payment_history(
                 session, client_id=merchant.id, subscription_id=wanted
             )
-        return render([charge_out(c) for c in charges], "Payment history found")
+            refunds = await billing_refunds.refunds_by_charge(session, charges)
+        return render([charge_out(c, refunds[c.id]) for c in charges], "Payment history found")

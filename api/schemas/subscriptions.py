@@ -7,6 +7,7 @@ sent (`2026-03-31T00:00:00-04:00`); bookkeeping timestamps are UTC.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -15,13 +16,15 @@ from pydantic import Field
 
 from api.schemas.cards import CardInfoIn
 from api.schemas.payment_methods import PaymentMethodOut, payment_method_out
+from api.schemas.refunds import RefundOut, refund_out
 from api.schemas.wire import Amount, CurrencyOut, Email, Flag, OutModel, Text, WireModel
 from billing.domain.errors import BillingError
 from billing.domain.money import from_minor
 from billing.services.enrolment import VerifyCardRequest
 from billing.services.enrolment.settlement import Enrolment
+from billing.services.refunds import ChargeView
 from billing.services.subscriptions import SubscriptionView
-from billing.store.models import Charge
+from billing.store.models import Charge, Refund
 
 
 class VerifyCardIn(WireModel):
@@ -123,6 +126,11 @@ class ChargeOut(OutModel):
     metadata: dict[str, Any] | None
     expected_settlement_date: date | None
     settled_at: datetime | None
+    refunded_amount: Amount = Field(description="What succeeded refunds gave back.")
+    refundable_amount: Amount = Field(
+        description="What may still be refunded (0 unless succeeded or settled)."
+    )
+    refunds: list[RefundOut] = Field(description="Refunds and voids of this charge, oldest first.")
     created_at: datetime
     updated_at: datetime
 
@@ -179,8 +187,9 @@ def subscription_out(view: SubscriptionView) -> SubscriptionOut:
     )
 
 
-def charge_out(charge: Charge) -> ChargeOut:
+def charge_out(charge: Charge, refunds: Sequence[Refund] = ()) -> ChargeOut:
     metadata = charge.charge_metadata if charge.kind == "on_demand" else None
+    view = ChargeView(charge, list(refunds))
     return ChargeOut(
         id=charge.id,
         subscription_id=charge.subscription_id,
@@ -198,6 +207,9 @@ def charge_out(charge: Charge) -> ChargeOut:
         metadata=metadata,
         expected_settlement_date=charge.expected_settlement_date,
         settled_at=charge.settled_at,
+        refunded_amount=from_minor(view.refunded_minor, charge.currency),
+        refundable_amount=from_minor(view.refundable_minor, charge.currency),
+        refunds=[refund_out(r) for r in view.refunds],
         created_at=charge.created_at,
         updated_at=charge.updated_at,
     )

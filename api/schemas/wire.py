@@ -233,8 +233,8 @@ ERROR_TEXT = {
     401: "Missing or bad access token (7600, 7601, 7602) or request signature (7604, 7616).",
     402: "The card was declined: 7201, 7202, 7203, 7303.",
     403: "The body or query names another client (7605), or a sandbox-only operation (7020).",
-    404: "Unknown id, or another client's (7040, 7041, 7042, 7043, 7005, 7200).",
-    409: "State conflict (7006, 7050, 7051, 7052) or Idempotency-Key conflict (7700, 7701).",
+    404: "Unknown id, or another client's (7040, 7041, 7042, 7043, 7044, 7005, 7200).",
+    409: "State conflict (7006, 7050, 7051, 7052, 7060, 7061) or Idempotency-Key conflict (7700, 7701).",
     502: "The processor did not answer (7205); safe to check back, never charged twice.",
     503: "A required service is unavailable (7019); retry later.",
 }

@@ -1,4 +1,5 @@
-"""`billing charges upload FILE --client ID`: on-demand charges from a CSV, for operators.
+"""`billing charges upload FILE --client ID`: on-demand charges from a CSV, for operators;
+`billing charges refund CHARGE_ID [--amount]`: give money back (see the `refund` command).
 
 The file goes through the same intake as ``POST /v1/subscriptions/charges/upload-csv`` (same
 columns, same 10 MB limit, same per-row validation). By default the command then charges the
@@ -11,7 +12,9 @@ items are claimed with leases, so each is charged once whoever gets to it. With
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +25,25 @@ from billing.cli.common import settings_or_exit
 from billing.cli.serve import _maybe_migrate
 from billing.domain.clock import SystemClock
 from billing.domain.errors import BillingError
-from billing.services import ondemand
+from billing.domain.money import from_minor
+from billing.services import ondemand, refunds
 from billing.services.client_clock import load_client
 from billing.services.ondemand import OnDemandPass
 from billing.services.runtime import Runtime, build_runtime
 from billing.store.engine import transaction
-from billing.store.models import Batch
+from billing.store.models import Batch, Charge
 from billing.worker import worker_identity
 
 # How often the progress bar reads the batch totals, and how long to wait before looking
 # again when nothing was claimable (items whose outcome is still unknown, or leased elsewhere).
 _POLL_SECONDS = 0.25
 _IDLE_SECONDS = 1.0
+_DECIMAL = re.compile(r"\d+(\.\d+)?")
 
 
 @click.group("charges")
 def charges_group() -> None:
-    """On-demand charges (JSON batches and CSV uploads)."""
+    """On-demand charges (JSON batches and CSV uploads) and refunds."""
 
 
 async def _batch(runtime: Runtime, batch_id: str, client_id: str) -> Batch:
@@ -177,3 +182,53 @@ def upload(file: Path, client_id: str, drain: bool, wait: bool, results_path: Pa
             f"follow it with GET /v1/subscriptions/charges/upload-csv/{batch.tracking_id} "
             "or the results with ?format=csv"
         )
+
+
+@charges_group.command("refund")
+@click.argument("charge_id")
+@click.option("--amount", help="How much to give back, e.g. 10.50 (default: all that remains refundable).")
+@click.option("--reason", help="A note kept with the refund and in its events.")
+def refund(charge_id: str, amount: str | None, reason: str | None) -> None:
+    """Refund a succeeded or settled charge (a void before settlement when it is the whole amount).
+
+    Same rules as POST /v1/charges/{chargeId}/refund: never more than the charge in total, the
+    pending refund is recorded before the processor is called, and a lost answer is left
+    `unknown` for the worker to reconcile by its key.
+    """
+    settings = settings_or_exit()
+
+    async def go() -> refunds.RefundResult:
+        runtime = build_runtime(settings, SystemClock())
+        try:
+            async with runtime.sessions() as session:
+                charge = await session.get(Charge, charge_id)
+            if charge is None:
+                raise BillingError("CHARGE_NOT_FOUND", field="chargeId")
+            return await refunds.refund_charge(
+                runtime,
+                client_id=charge.client_id,
+                charge_id=charge_id,
+                amount=Decimal(amount) if amount is not None else None,
+                reason=reason,
+            )
+        finally:
+            await runtime.aclose()
+
+    try:
+        if amount is not None and not _DECIMAL.fullmatch(amount.strip()):
+            raise BillingError("INVALID_FORMAT_AMOUNT", field="amount")
+        result = asyncio.run(go())
+    except BillingError as exc:
+        click.echo(f"error: {exc.code} {exc.detail}", err=True)
+        raise SystemExit(1) from exc
+    made, view = result.refund, result.view
+    click.echo(
+        f"Refund {made.id} ({made.method}) of {from_minor(made.amount_minor, made.currency)} {made.currency}: "
+        f"{made.state}{f' ({made.failure_code} {made.failure_message})' if made.state == 'failed' else ''}."
+    )
+    click.echo(
+        f"Charge {view.charge.id}: {from_minor(view.refunded_minor, made.currency)} refunded, "
+        f"{from_minor(view.refundable_minor, made.currency)} still refundable."
+    )
+    if made.state != "succeeded":
+        raise SystemExit(1 if made.state == "failed" else 2)

@@ -43,6 +43,9 @@ ErrorName = Literal[
     "TRANSACTION_ALREADY_USED",
     "PLAN_PROCESSOR_NOT_ALLOWED",
     "WEBHOOK_ENDPOINT_LIMIT",
+    "CHARGE_NOT_REFUNDABLE",
+    "REFUND_EXCEEDS_REMAINING",
+    "REFUND_DECLINED",
     "USER_NOT_FOUND",
     "CARD_NOT_FOUND",
     "CARD_DECLINED",
@@ -119,6 +122,20 @@ _ROWS: tuple[ErrorSpec, ...] = (
         409,
         "The client has as many webhook endpoints as allowed; delete one before adding another.",
     ),
+    # Refunds (7060-7069)
+    ErrorSpec(
+        "7060",
+        "CHARGE_NOT_REFUNDABLE",
+        409,
+        "Only a succeeded or settled charge can be refunded; this one is not (or not yet).",
+    ),
+    ErrorSpec(
+        "7061",
+        "REFUND_EXCEEDS_REMAINING",
+        409,
+        "The refund is more than what remains refundable on the charge.",
+    ),
+    ErrorSpec("7062", "REFUND_DECLINED", 402, "The processor refused the refund."),
     # Users and cards (71xx, 72xx)
     ErrorSpec("7100", "USER_NOT_FOUND", 404, "User not found in the system."),
     ErrorSpec("7200", "CARD_NOT_FOUND", 404, "Card not found in the system."),

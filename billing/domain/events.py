@@ -34,6 +34,8 @@ EventType = Literal[
     "charge.succeeded",
     "charge.failed",
     "charge.unknown",
+    "charge.refunded",
+    "charge.refund_failed",
     "batch.completed",
 ]
 
@@ -179,6 +181,38 @@ class ChargeUnknown(ChargeSnapshot):
     type: ClassVar[EventType] = "charge.unknown"
 
 
+class RefundSnapshot(EventPayload):
+    """A refund (or void) of a charge that reached its final state; the subscription is unchanged."""
+
+    refund_id: str
+    charge_id: str
+    subscription_id: str | None
+    state: str
+    method: str
+    amount: str
+    amount_minor: int
+    currency: str
+    reason: str | None
+    processor: str
+    processor_reference: str | None
+    failure_code: str | None
+    failure_message: str | None
+    charge_amount_minor: int
+    refunded_amount_minor: int
+
+
+class ChargeRefunded(RefundSnapshot):
+    """A refund or void succeeded: the money goes back to the cardholder."""
+
+    type: ClassVar[EventType] = "charge.refunded"
+
+
+class ChargeRefundFailed(RefundSnapshot):
+    """The processor refused a refund; nothing was given back and the amount is refundable again."""
+
+    type: ClassVar[EventType] = "charge.refund_failed"
+
+
 class BatchCompleted(EventPayload):
     """Every item of an on-demand batch reached a final state."""
 
@@ -209,6 +243,8 @@ EVENT_MODELS: tuple[type[EventPayload], ...] = (
     SubscriptionCancelled,
     *RENEWAL_EVENTS.values(),
     *CHARGE_EVENTS.values(),
+    ChargeRefunded,
+    ChargeRefundFailed,
     BatchCompleted,
 )
 

@@ -148,6 +148,24 @@ class PaymentProcessor(Protocol):
         """The outcome of the request made with this key, or None if the processor never saw it."""
         ...
 
+    async def refund(
+        self, reference: str, amount_minor: int, currency: str, *, idempotency_key: str, reason: str = ""
+    ) -> Outcome:
+        """Give back part or all of the charge `reference`. Like `charge`: the same key never
+        refunds twice, a refusal is `failed` and no answer is `unknown` (never an exception)."""
+        ...
+
+    async def void_charge(
+        self, reference: str, amount_minor: int, currency: str, *, idempotency_key: str
+    ) -> Outcome | None:
+        """Release the whole charge `reference` before it settles, under the key's discipline;
+        None, without any call, when this processor cannot void captured charges (refund then)."""
+        ...
+
+    async def lookup_refund(self, reference: str, idempotency_key: str) -> Outcome | None:
+        """The outcome of the refund or void of `reference` made with this key; None if never seen."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections; the instance is unusable afterwards."""
         ...

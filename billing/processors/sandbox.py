@@ -38,6 +38,10 @@ class SandboxScenario(StrEnum):
     # The first answer to each charge is lost (`unknown`); the money did move.
     PROCESSING_ERROR = "processing_error"
     STOLEN = "stolen"
+    # Charges succeed; every refund or void of them is refused.
+    REFUNDS_DECLINE = "refunds_decline"
+    # Charges succeed; the first answer to each refund or void is lost (`unknown`); it did happen.
+    REFUND_ANSWER_LOST = "refund_answer_lost"
 
 
 TEST_CARDS: Mapping[str, SandboxScenario] = MappingProxyType(
@@ -49,6 +53,8 @@ TEST_CARDS: Mapping[str, SandboxScenario] = MappingProxyType(
         "4000000000000341": SandboxScenario.CHARGES_DECLINE,
         "4000000000000119": SandboxScenario.PROCESSING_ERROR,
         "4100000000000019": SandboxScenario.STOLEN,
+        "4000000000005126": SandboxScenario.REFUNDS_DECLINE,
+        "4000000000007726": SandboxScenario.REFUND_ANSWER_LOST,
     }
 )
 """Test card numbers; any other Luhn-valid number approves."""
@@ -180,8 +186,73 @@ class SandboxProcessor:
         entry = await self.ledger.get(idempotency_key)
         return entry.outcome if entry is not None else None
 
+    async def refund(
+        self, reference: str, amount_minor: int, currency: str, *, idempotency_key: str, reason: str = ""
+    ) -> Outcome:
+        """Refund part or all of a sandbox charge; a known key answers its stored outcome."""
+        return await self._give_back("refund", reference, amount_minor, currency, idempotency_key, reason)
+
+    async def void_charge(
+        self, reference: str, amount_minor: int, currency: str, *, idempotency_key: str
+    ) -> Outcome | None:
+        """Void the whole of a sandbox charge (the sandbox can, before settlement)."""
+        return await self._give_back("void", reference, amount_minor, currency, idempotency_key, "")
+
+    async def lookup_refund(self, reference: str, idempotency_key: str) -> Outcome | None:
+        """The stored outcome of the refund or void made with the key, if it was made."""
+        entry = await self.ledger.get(idempotency_key)
+        if entry is None or entry.target != reference:
+            return None
+        return entry.outcome
+
     async def aclose(self) -> None:
         """Nothing to release: the sandbox holds no connections."""
+
+    async def _give_back(
+        self,
+        operation: Operation,
+        reference: str,
+        amount_minor: int,
+        currency: str,
+        idempotency_key: str,
+        reason: str,
+    ) -> Outcome:
+        if amount_minor <= 0:
+            raise BillingError("GREATER_THAN_ZERO", field="amount")
+        charged = await self.ledger.find_by_reference(reference)
+        if charged is None or charged.operation != "charge" or charged.outcome.status != "succeeded":
+            return Outcome.declined(
+                "REFUND_DECLINED", message="No succeeded sandbox charge has this reference."
+            )
+        scenario = self.scenario_of(charged.token)
+        given = f"{'vd' if operation == 'void' else 're'}_sbx_{secrets.token_hex(8)}"
+        if charged.voided or amount_minor > charged.amount_minor or currency != charged.currency:
+            outcome = Outcome.declined("REFUND_DECLINED", reference=given)
+        elif operation == "void" and amount_minor != charged.amount_minor:
+            outcome = Outcome.declined("REFUND_DECLINED", reference=given, message="A void releases it all.")
+        elif scenario is SandboxScenario.REFUNDS_DECLINE:
+            outcome = Outcome.declined("REFUND_DECLINED", reference=given)
+        else:
+            outcome = Outcome.succeeded(given)
+        proposed = LedgerEntry(
+            idempotency_key=idempotency_key,
+            operation=operation,
+            token=charged.token,
+            amount_minor=amount_minor,
+            currency=currency,
+            outcome=outcome,
+            description=reason,
+            target=reference,
+        )
+        stored = await self.ledger.record(proposed)
+        if not stored.same_request(proposed):
+            return Outcome.declined("IDEMPOTENCY_KEY_REUSED")
+        first_time = stored == proposed
+        if first_time and operation == "void" and outcome.status == "succeeded":
+            await self.ledger.mark_voided(charged.idempotency_key)
+        if first_time and scenario is SandboxScenario.REFUND_ANSWER_LOST:
+            return Outcome.unknown()
+        return stored.outcome
 
     async def _settle(
         self,

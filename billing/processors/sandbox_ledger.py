@@ -14,12 +14,13 @@ from typing import Literal, Protocol
 
 from billing.processors.base import Outcome
 
-Operation = Literal["authorize", "charge"]
+Operation = Literal["authorize", "charge", "refund", "void"]
 
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """One authorization or charge the sandbox decided, with the request that caused it."""
+    """One authorization, charge, refund or void the sandbox decided, with the request that caused
+    it (`target`: the charge a refund or void gives money back on)."""
 
     idempotency_key: str
     operation: Operation
@@ -29,14 +30,16 @@ class LedgerEntry:
     outcome: Outcome
     description: str = ""
     voided: bool = False
+    target: str | None = None
 
     def same_request(self, other: LedgerEntry) -> bool:
         """True when `other` repeats this request (a retry), not a different one under the same key."""
-        return (self.operation, self.token, self.amount_minor, self.currency) == (
+        return (self.operation, self.token, self.amount_minor, self.currency, self.target) == (
             other.operation,
             other.token,
             other.amount_minor,
             other.currency,
+            other.target,
         )
 
 

@@ -35,6 +35,7 @@ from billing.processors.stripe_outcomes import (
     declined_outcome,
     intent_outcome,
     intent_reference,
+    refund_outcome,
 )
 
 DEFAULT_BASE_URL = "https://api.stripe.com"
@@ -297,6 +298,66 @@ class StripeProcessor:
             raise BillingError("PROCESSOR_ERROR") from exc
         return _best([intent_outcome(i) for i in intents]) if intents else None
 
+    async def refund(
+        self, reference: str, amount_minor: int, currency: str, *, idempotency_key: str, reason: str = ""
+    ) -> Outcome:
+        """A Refund of the PaymentIntent `reference` (`/v1/refunds` with the Idempotency-Key header;
+        the key is also kept in metadata for `lookup_refund`). No answer -> `unknown`."""
+        if amount_minor <= 0:
+            raise BillingError("GREATER_THAN_ZERO", field="amount")
+        if not (reference.startswith("pi_") and _STRIPE_ID.fullmatch(reference)):
+            return Outcome.declined("REFUND_DECLINED", message="Not a Stripe PaymentIntent reference.")
+        data = {
+            "payment_intent": reference,
+            "amount": str(amount_minor),
+            "metadata[idempotency_key]": idempotency_key,
+        }
+        if reason:
+            data["metadata[reason]"] = reason[:500]  # Stripe's own `reason` is an enum
+        try:
+            if self.localstripe:  # ignores Idempotency-Key: look for the key's refund first
+                existing = await self._scan_refunds(reference, idempotency_key)
+                if existing:
+                    if any(str(r.get("amount")) != data["amount"] for r in existing):
+                        return Outcome.unknown()
+                    return _best([refund_outcome(r) for r in existing])
+            response = await self._request("POST", "/v1/refunds", data=data, idempotency_key=idempotency_key)
+            if response.status_code == 200:
+                return refund_outcome(_resource(response))
+        except _NoAnswer:
+            return Outcome.unknown()
+        error = _error_of(response)
+        if error.get("type") == "idempotency_error":
+            log.warning("stripe refund: idempotency key already used with other parameters")
+            return Outcome.unknown()
+        return Outcome.declined(
+            "REFUND_DECLINED",
+            message=f"Stripe refused the refund (HTTP {response.status_code} {error.get('code') or ''}).",
+        )
+
+    async def void_charge(
+        self, reference: str, amount_minor: int, currency: str, *, idempotency_key: str
+    ) -> Outcome | None:
+        """None: a captured PaymentIntent cannot be canceled; Stripe reverses a refund made
+        before the payout on its own, so the engine refunds instead."""
+        return None
+
+    async def lookup_refund(self, reference: str, idempotency_key: str) -> Outcome | None:
+        """The refund of `reference` tagged with the key (read from the PaymentIntent's refunds)."""
+        if not (reference.startswith("pi_") and _STRIPE_ID.fullmatch(reference)):
+            return None
+        try:
+            refunds = await self._scan_refunds(reference, idempotency_key)
+        except _NoAnswer as exc:
+            raise BillingError("PROCESSOR_ERROR") from exc
+        return _best([refund_outcome(r) for r in refunds]) if refunds else None
+
+    async def _scan_refunds(self, reference: str, idempotency_key: str) -> list[dict[str, Any]]:
+        """The refunds of one PaymentIntent tagged with the key (a short list per payment)."""
+        return await self._scan_tagged(
+            "/v1/refunds", (("payment_intent", reference), ("limit", "100")), idempotency_key
+        )
+
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
         await self._client.aclose()
@@ -395,23 +456,29 @@ class StripeProcessor:
 
     async def _scan_intents(self, idempotency_key: str) -> list[dict[str, Any]]:
         """Every PaymentIntent tagged with the key, by walking the whole list (test servers only)."""
+        return await self._scan_tagged(
+            "/v1/payment_intents", (("limit", "100"), ("expand[]", "data.latest_charge")), idempotency_key
+        )
+
+    async def _scan_tagged(
+        self, path: str, params: tuple[tuple[str, str], ...], idempotency_key: str
+    ) -> list[dict[str, Any]]:
+        """The objects of a Stripe list whose metadata carries the key, walking every page."""
         found: list[dict[str, Any]] = []
         after: str | None = None
         while True:
-            params = httpx.QueryParams([("limit", "100"), ("expand[]", "data.latest_charge")])
+            query = httpx.QueryParams(params)
             if after is not None:
-                params = params.add("starting_after", after)
-            response = await self._request("GET", "/v1/payment_intents", params=params)
+                query = query.add("starting_after", after)
+            response = await self._request("GET", path, params=query)
             if response.status_code != 200:
                 raise _NoAnswer(f"list answered HTTP {response.status_code}")
             page = _json_object(response)
-            intents = [i for i in page.get("data", []) if isinstance(i, dict)]
-            found += [
-                i for i in intents if (i.get("metadata") or {}).get("idempotency_key") == idempotency_key
-            ]
-            if not page.get("has_more") or not intents:
+            items = [i for i in page.get("data", []) if isinstance(i, dict)]
+            found += [i for i in items if (i.get("metadata") or {}).get("idempotency_key") == idempotency_key]
+            if not page.get("has_more") or not items:
                 return found
-            after = str(intents[-1]["id"])
+            after = str(items[-1]["id"])
 
     async def _request(
         self,

@@ -95,3 +95,19 @@ def intent_outcome(intent: Mapping[str, Any]) -> Outcome:
     return Outcome.declined(
         "PROCESSOR_ERROR", reference=reference, message=f"The payment was left in status {status!s}."
     )
+
+
+def refund_outcome(refund: Mapping[str, Any]) -> Outcome:
+    """The Outcome a Refund object stands for: `pending` (and `requires_action`) is not final yet."""
+    reference = str(refund["id"])
+    status = refund.get("status")
+    if status == "succeeded":
+        return Outcome.succeeded(reference)
+    if status in ("failed", "canceled"):
+        reason = refund.get("failure_reason")
+        return Outcome.declined(
+            "REFUND_DECLINED",
+            reference=reference,
+            message=f"Stripe could not refund ({reason})." if isinstance(reason, str) else None,
+        )
+    return Outcome.unknown(reference)

@@ -15,6 +15,7 @@ PREFIXES = {
     "payment_method": "pm",
     "subscription": "sub",
     "charge": "chg",
+    "refund": "rfd",
     "batch": "bat",
     "event": "evt",
     "webhook_endpoint": "whe",

@@ -242,6 +242,10 @@ class Charge(SQLModel, table=True):
         sa.UniqueConstraint("client_id", "idempotency_key"),
         sa.Index("ix_charge_subscription_created", "subscription_id", "created_at"),
         sa.Index("ix_charge_state", "state", "updated_at"),
+        sa.CheckConstraint(
+            "refund_reserved_minor >= 0 AND refund_reserved_minor <= amount_minor",
+            name="refund_within_amount",
+        ),
     )
 
     id: str = Field(primary_key=True, max_length=ID)
@@ -269,6 +273,45 @@ class Charge(SQLModel, table=True):
     charge_metadata: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn)
     expected_settlement_date: date | None = None
     settled_at: datetime | None = None
+    # What refunds hold on this charge: pending, unknown and succeeded ones (a failed refund gives
+    # its amount back). Raised only by a conditional UPDATE, never read-then-written (refunds.py).
+    refund_reserved_minor: int = Field(
+        default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"}
+    )
+    created_at: datetime
+    updated_at: datetime
+
+
+class Refund(SQLModel, table=True):
+    """Money given back on a charge: a refund, or a void of a charge not yet settled.
+
+    `pending` is committed (and the amount reserved on the charge) before the processor is
+    called; a lost answer leaves it `unknown` until the reconciliation pass looks its key up.
+    """
+
+    __tablename__ = "refund"
+    __table_args__ = (
+        sa.UniqueConstraint("client_id", "idempotency_key"),
+        sa.UniqueConstraint("client_id", "request_key"),
+        sa.Index("ix_refund_charge", "charge_id", "created_at"),
+        sa.Index("ix_refund_state", "state", "updated_at"),
+    )
+
+    client_id: str = Field(primary_key=True, foreign_key="client.id", max_length=ID)
+    id: str = Field(primary_key=True, max_length=ID)
+    charge_id: str = Field(foreign_key="charge.id", max_length=ID)
+    subscription_id: str | None = Field(default=None, max_length=ID)
+    amount_minor: int = Field(sa_type=sa.BigInteger)
+    currency: str = Field(max_length=3)
+    method: str = Field(max_length=8)  # refund | void (what the engine asks the processor for)
+    state: str = Field(default="pending", max_length=16)  # pending | succeeded | failed | unknown
+    reason: str | None = Field(default=None, max_length=500)
+    processor: str = Field(max_length=32)
+    idempotency_key: str = Field(max_length=255)  # sent to the processor
+    request_key: str | None = Field(default=None, max_length=255)  # the merchant's Idempotency-Key
+    processor_reference: str | None = Field(default=None, max_length=255)
+    failure_code: str | None = Field(default=None, max_length=8)
+    failure_message: str | None = Field(default=None, max_length=500)
     created_at: datetime
     updated_at: datetime
 
@@ -442,6 +485,7 @@ ALL_TABLES = [
     PaymentMethod,
     Subscription,
     Charge,
+    Refund,
     Batch,
     BatchItem,
     Event,

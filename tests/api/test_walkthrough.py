@@ -51,7 +51,8 @@ def test_the_walkthrough_runs_as_written(engine: tuple[str, dict[str, str]], tmp
         r"subscription sub_\w+ is active, next renewal \d{4}-\d\d-\d\dT00:00:00-0[45]:00", lines[1]
     )
     assert lines[2] == "first charge: enrolment succeeded 29.9"
-    assert re.fullmatch(r"subscription sub_\w+ is now cancelled", lines[3])
+    assert lines[3] == "refund succeeded: 10.0 of 29.9 given back"
+    assert re.fullmatch(r"subscription sub_\w+ is now cancelled", lines[4])
     stored = b"".join(path.read_bytes() for path in tmp_path.glob("billing.db*"))
     assert stored
     assert b"4242424242424242" not in stored

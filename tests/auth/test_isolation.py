@@ -54,6 +54,7 @@ PATH_PARAM_KINDS = {
     "endpoint_id": "webhook_endpoint",
     "delivery_id": "webhook_delivery",
     "event_id": "event",
+    "charge_id": "charge",
 }
 
 ID_LIKE = re.compile(r"(Id|Uid|_id|_uid)$|^uid$")
@@ -87,7 +88,8 @@ def data_of(response: Any, status: int, what: str) -> Any:
 
 
 async def open_tenant(merchant: Any) -> Tenant:
-    """Create a plan, a subscription (verify-card), its card, a spare transaction, a batch and a CSV upload."""
+    """Create a plan, a subscription (verify-card) with its first charge, its card, a spare transaction,
+    a batch and a CSV upload."""
     tenant = Tenant(merchant)
     tenant.ids["webhook_endpoint"] = data_of(
         await merchant.post("/v1/webhooks/endpoints", json={"url": "http://127.0.0.1:9/hooks"}),
@@ -124,6 +126,7 @@ async def open_tenant(merchant: Any) -> Tenant:
     )["data"]
     tenant.ids["subscription"] = enrolled["subscription"]["id"]
     tenant.ids["payment_method"] = enrolled["paymentMethod"]["id"]
+    tenant.ids["charge"] = enrolled["charge"]["id"]
     tenant.ids["transaction"] = data_of(
         await merchant.post("/transactions", json=trx_body), 201, "a spare transaction"
     )["data"]["uid"]
@@ -253,6 +256,8 @@ async def test_another_clients_ids_in_paths_answer_404_like_missing_ids(
         "DELETE /v1/subscriptions/{sub_uid:str}",
         "GET /v1/subscriptions/charges/batches/{batch_id:str}",
         "GET /v1/subscriptions/charges/upload-csv/{tracking_id:str}",
+        "GET /v1/charges/{charge_id:str}",
+        "POST /v1/charges/{charge_id:str}/refund",
     ):
         assert route in swept, f"{route} was not swept: {swept}"
 
@@ -395,6 +400,9 @@ SAMPLES: dict[tuple[str, str], Sample] = {
         "json": {"since": "2020-01-01T00:00:00Z"}
     },
     ("GET", "/v1/events"): lambda me: {},
+    ("POST", "/v1/charges/{charge_id}/refund"): lambda me: {
+        "json": {"amount": "1.00", "reason": "duplicate"}
+    },
 }
 
 

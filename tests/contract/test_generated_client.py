@@ -282,6 +282,21 @@ def test_a_generated_client_runs_the_merchant_flow(live_engine: LiveEngine, tmp_
     assert isinstance(history, models.ChargeOutListEnvelope)
     assert [exact(c.amount) for c in history.data] == [Decimal("34.50")]
 
+    first_charge = enrolled.data.charge
+    assert first_charge is not None
+    refunded = ops["refund_charge"].sync(
+        charge_id=first_charge.id,
+        client=merchant,
+        body=models.RefundIn(amount="5.00", reason="duplicate seat"),
+        idempotency_key="refund-seat-1",
+    )
+    assert isinstance(refunded, models.RefundResultOutEnvelope), refunded
+    assert refunded.data.refund.state.value == "succeeded"
+    assert exact(refunded.data.charge.refunded_amount) == Decimal("5.00")
+    charge = ops["get_charge"].sync(charge_id=first_charge.id, client=merchant)
+    assert isinstance(charge, models.ChargeOutEnvelope), charge
+    assert [r.id for r in charge.data.refunds] == [refunded.data.refund.id]
+
     batch = ops["create_charge_batch"].sync(
         client=merchant,
         body=models.ChargeBatchIn(
@@ -458,6 +473,8 @@ _OPERATIONS = [
     ("charges", "upload_charges_csv"),
     ("charges", "get_charges_csv_upload"),
     ("charges", "download_charges_csv_results"),
+    ("charges", "refund_charge"),
+    ("charges", "get_charge"),
     ("sandbox", "get_sandbox_clock"),
     ("sandbox", "advance_sandbox_clock"),
 ]

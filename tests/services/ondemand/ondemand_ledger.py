@@ -33,6 +33,7 @@ def _dump(entry: LedgerEntry) -> str:
             "currency": entry.currency,
             "description": entry.description,
             "voided": entry.voided,
+            "target": entry.target,
             "outcome": [o.status, o.reference, o.decline_code, o.decline_message, o.hard_decline],
         }
     )
@@ -52,6 +53,7 @@ def _load(text: str) -> LedgerEntry:
         ),
         description=d["description"],
         voided=d["voided"],
+        target=d.get("target"),
     )
 
 
