@@ -34,7 +34,7 @@ def _print_timeline(policy: GracePolicy, first_failure: datetime, tz: str) -> No
     click.echo(
         f"Timeline of an episode whose first failure is at {first_failure.astimezone(zone):%Y-%m-%d %H:%M} ({tz}):"
     )
-    for step in timeline(policy, first_failure):
+    for step in timeline(policy, first_failure, tz):
         local = step.at.astimezone(zone)
         click.echo(
             f"  {local:%Y-%m-%d %H:%M %z}  ({step.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC)  {step.label}"

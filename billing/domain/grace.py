@@ -11,7 +11,10 @@ Rules (SPEC §5, `docs/grace-policies.md`):
 - Every charge attempt counts towards `attempts`, the first failed renewal included.
   Attempt n of an episode is charge attempt number n of its period (idempotency keys).
 - A failed attempt schedules the next one `interval_hours` later while attempts remain,
-  unless it was a hard decline and the policy stops on those.
+  unless it was a hard decline and the policy stops on those. An interval that is a whole
+  number of days (24, 48, ...) means the same local time that many local days later in the
+  subscription's time zone, so daily retries never fall twice on one local date across a DST
+  change (`retry_after`); other intervals are elapsed hours.
 - A new default card retries at once while the grace window is open or attempts remain;
   it replaces whatever retry was scheduled.
 - The grace window runs from the first failure for `grace_days` x 24 h (none when
@@ -24,9 +27,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple
 
+from billing.domain.calendar import zone
 from billing.domain.errors import BillingError
 
 # `ended` once the subscription is terminal (inactive, cancelled, expired): nothing is retried any more.
@@ -199,20 +203,37 @@ class Decision:
         return None if self.episode is None else self.episode.wake_at
 
 
-def on_renewal_failed(now: datetime, policy: GracePolicy, hard: bool) -> Decision:
+def retry_after(failed_at: datetime, interval: timedelta, tz: str | None) -> datetime:
+    """When the retry after an attempt that failed at `failed_at` is due.
+
+    A whole number of days means the same local wall time that many local days later in `tz`
+    (a wall time that a DST gap skips becomes the instant just after the gap; one that happens
+    twice, the first); anything else, or no `tz`, is elapsed time.
+    """
+    _require_aware(failed_at)
+    day = timedelta(days=1)
+    if tz is None or interval % day:
+        return failed_at + interval
+    local_zone = zone(tz)
+    wall = failed_at.astimezone(local_zone).replace(tzinfo=None) + interval
+    return wall.replace(tzinfo=local_zone, fold=0).astimezone(UTC)
+
+
+def on_renewal_failed(now: datetime, policy: GracePolicy, hard: bool, tz: str | None = None) -> Decision:
     """The renewal charge of a period failed: start an episode (`subscription.payment_failed`).
 
     `policy` is the one in force now (`resolve_policy`); it is snapshotted in the episode.
+    `tz` is the subscription's time zone (whole-day retry intervals follow its local days).
     """
     _require_aware(now)
     episode = Episode(started_at=now, attempts_made=0, policy=policy, next_attempt_at=None)
-    return _after_failure(episode, now, hard, events=(PAYMENT_FAILED,))
+    return _after_failure(episode, now, hard, events=(PAYMENT_FAILED,), tz=tz)
 
 
-def on_retry_failed(episode: Episode, now: datetime, hard: bool) -> Decision:
+def on_retry_failed(episode: Episode, now: datetime, hard: bool, tz: str | None = None) -> Decision:
     """A retry inside `episode` failed at `now` (scheduled or card-triggered alike)."""
     _require_aware(now)
-    return _after_failure(episode, now, hard, events=())
+    return _after_failure(episode, now, hard, events=(), tz=tz)
 
 
 def on_success(episode: Episode | None) -> Decision:
@@ -258,17 +279,18 @@ class TimelineStep(NamedTuple):
     label: str
 
 
-def timeline(policy: GracePolicy, first_failure: datetime) -> list[TimelineStep]:
+def timeline(policy: GracePolicy, first_failure: datetime, tz: str | None = None) -> list[TimelineStep]:
     """The plan an episode starting at `first_failure` follows if every attempt fails softly.
 
     One step per attempt, an optional step for the end of the grace window while attempts
-    are already exhausted, and the moment the subscription becomes inactive.
+    are already exhausted, and the moment the subscription becomes inactive. `tz` is the
+    subscription's time zone (see `retry_after`).
     """
     _require_aware(first_failure)
     steps = [TimelineStep(first_failure, f"attempt 1 of {policy.attempts}: renewal charge fails")]
     last = first_failure
     for n in range(2, policy.attempts + 1):
-        last = first_failure + (n - 1) * policy.interval
+        last = retry_after(last, policy.interval, tz)
         steps.append(TimelineStep(last, f"attempt {n} of {policy.attempts}: retry"))
     inactive_at = last
     if policy.grace_days is not None:
@@ -284,10 +306,13 @@ def timeline(policy: GracePolicy, first_failure: datetime) -> list[TimelineStep]
     return steps
 
 
-def _after_failure(episode: Episode, now: datetime, hard: bool, events: tuple[GraceEvent, ...]) -> Decision:
+def _after_failure(
+    episode: Episode, now: datetime, hard: bool, events: tuple[GraceEvent, ...], tz: str | None
+) -> Decision:
     made = episode.attempts_made + 1
     stop = hard and episode.policy.stop_on_hard_decline
-    next_at = now + episode.policy.interval if made < episode.policy.attempts and not stop else None
+    retry = made < episode.policy.attempts and not stop
+    next_at = retry_after(now, episode.policy.interval, tz) if retry else None
     updated = replace(episode, attempts_made=made, next_attempt_at=next_at)
     if next_at is None and not updated.window_open(now):
         return _inactive(updated, events)

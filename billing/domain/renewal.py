@@ -148,10 +148,10 @@ def renewed(state: RenewalState, terms: Terms, step: ChargePeriod) -> Transition
 def renewal_failed(state: RenewalState, terms: Terms, now: datetime, *, hard: bool) -> Transition:
     """The attempt for the due period failed at `now`: start or continue the grace episode."""
     if state.episode is None:
-        decision = on_renewal_failed(now, terms.policy, hard)
+        decision = on_renewal_failed(now, terms.policy, hard, tz=terms.schedule.tz)
         before = Episode(started_at=now, attempts_made=0, policy=terms.policy, next_attempt_at=None)
     else:
-        decision = on_retry_failed(state.episode, now, hard)
+        decision = on_retry_failed(state.episode, now, hard, tz=terms.schedule.tz)
         before = state.episode
     # An episode that ends here is kept on the row (with this attempt counted) for the record.
     last = replace(before, attempts_made=before.attempts_made + 1, next_attempt_at=None)

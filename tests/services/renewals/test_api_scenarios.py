@@ -49,7 +49,7 @@ async def test_card_0341_walks_current_in_grace_inactive_on_the_policy_timeline(
     sub = (await enrol(merchant, plan["id"], number="4000000000000341"))["subscription"]
     assert (sub["status"], sub["renewalStatus"]) == ("active", "current")
     first_failure = _at(sub["nextRenewalDate"])
-    steps = timeline(GracePolicy(attempts=3, interval_hours=24, grace_days=7), first_failure)
+    steps = timeline(GracePolicy(attempts=3, interval_hours=24, grace_days=7), first_failure, sub["timezone"])
     retry_times = [step.at for step in steps[:3]]
     inactive_at = steps[-1].at
     assert inactive_at == first_failure + timedelta(days=7)

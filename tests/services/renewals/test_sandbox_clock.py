@@ -77,7 +77,7 @@ async def test_a_declining_card_walks_the_policy_timeline_to_inactive(engine_run
     assert sub.next_attempt_at is not None
     first_failure = sub.next_attempt_at
     policy = GracePolicy(attempts=3, interval_hours=24, grace_days=7, stop_on_hard_decline=True)
-    expected = timeline(policy, first_failure)
+    expected = timeline(policy, first_failure, sub.timezone)
 
     # Just before the window ends: still active, in grace, three failed attempts at the planned times.
     await advance_clock(engine_runtime, sub.client_id, to=first_failure + timedelta(days=7, seconds=-1))
