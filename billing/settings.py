@@ -164,7 +164,7 @@ class WebhookSettings(_Section):
 class GracePolicySettings(_Section):
     attempts: int = Field(4, ge=1, le=100, description="Charge attempts in an episode, the first included")
     interval_hours: float = Field(24.0, gt=0, le=24 * 31)
-    grace_days: int | None = Field(None, ge=0, le=366)
+    grace_days: int | None = Field(7, ge=0, le=366)
     stop_on_hard_decline: bool = True
 
 

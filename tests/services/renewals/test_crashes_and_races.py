@@ -278,7 +278,7 @@ async def _set_method_status(runtime: Runtime, method_id: str, status: str) -> N
 
 async def test_a_stolen_card_without_grace_days_is_inactive_at_once(spied: Any, clock: Any) -> None:
     runtime, _ = spied
-    sub = await _enrolled(runtime, card="4100000000000019")
+    sub = await _enrolled(runtime, card="4100000000000019", grace_days=0)
     assert sub.next_attempt_at is not None
     clock.set(sub.next_attempt_at)
     summary = await RenewalPass(runtime, "w1").run()
@@ -362,7 +362,8 @@ async def test_many_subscriptions_across_batches_and_lanes(engine_runtime: Runti
     subs: dict[str, list[str]] = {}
     async with transaction(engine_runtime.sessions) as session:
         client = await factory.make_client(session, now=ENROLLED)
-        plan = await factory.make_plan(session, client, now=ENROLLED)
+        # No grace window: a hard decline (the last card) is inactive at once.
+        plan = await factory.make_plan(session, client, now=ENROLLED, grace_days=0)
         for number in cards:
             subs[number] = await factory.enrol_many(
                 session, client, plan, count=9, enrolled_at=ENROLLED, card=number

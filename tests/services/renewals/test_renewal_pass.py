@@ -124,7 +124,7 @@ async def test_a_decline_starts_a_grace_episode(engine_runtime: Runtime, clock: 
     assert after.grace_policy == {
         "attempts": 4,
         "interval_hours": 24.0,
-        "grace_days": None,
+        "grace_days": 7,
         "stop_on_hard_decline": True,
     }
     assert after.period_index == 0  # the period was not paid
