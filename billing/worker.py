@@ -20,6 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from billing.services.enrolment import run_recovery
 from billing.services.idempotency import purge_pass as purge_idempotency_records
+from billing.services.inbound import run_deferred_notifications
 from billing.services.ondemand import run_ondemand
 from billing.services.pass_control import stop_when
 from billing.services.renewals import run_reconciliation, run_renewals
@@ -44,6 +45,7 @@ def registered_passes() -> list[tuple[str, Pass]]:
     passes.append(("ondemand", run_ondemand))
     passes.append(("enrolment-recovery", run_recovery))
     passes.append(("charge-reconciliation", run_reconciliation))
+    passes.append(("deferred-notifications", run_deferred_notifications))
     passes.append(("idempotency-purge", purge_idempotency_records))  # housekeeping, last
     passes.append(("event-purge", purge_events))
     return passes

@@ -43,6 +43,11 @@ ErrorName = Literal[
     "TRANSACTION_ALREADY_USED",
     "PLAN_PROCESSOR_NOT_ALLOWED",
     "WEBHOOK_ENDPOINT_LIMIT",
+    "NOTIFICATION_SIGNATURE_INVALID",
+    "SETTLEMENT_TOO_MANY_ROWS",
+    "SETTLEMENT_AMOUNT_MISMATCH",
+    "SETTLEMENT_CURRENCY_MISMATCH",
+    "SETTLEMENT_NOT_SETTLEABLE",
     "USER_NOT_FOUND",
     "CARD_NOT_FOUND",
     "CARD_DECLINED",
@@ -120,6 +125,24 @@ _ROWS: tuple[ErrorSpec, ...] = (
         "The client has as many webhook endpoints as allowed; delete one before adding another.",
     ),
     # Users and cards (71xx, 72xx)
+    # Inbound notifications and settlement (7070-7079)
+    ErrorSpec(
+        "7070",
+        "NOTIFICATION_SIGNATURE_INVALID",
+        401,
+        "The notification signature did not validate (secret, timestamp or body).",
+    ),
+    ErrorSpec("7071", "SETTLEMENT_TOO_MANY_ROWS", 413, "A settlement report holds at most 10,000 charges."),
+    ErrorSpec(
+        "7072", "SETTLEMENT_AMOUNT_MISMATCH", 409, "The settled amount differs from the charge's amount."
+    ),
+    ErrorSpec(
+        "7073",
+        "SETTLEMENT_CURRENCY_MISMATCH",
+        409,
+        "The settled currency differs from the charge's currency.",
+    ),
+    ErrorSpec("7074", "SETTLEMENT_NOT_SETTLEABLE", 409, "Only a succeeded charge can settle."),
     ErrorSpec("7100", "USER_NOT_FOUND", 404, "User not found in the system."),
     ErrorSpec("7200", "CARD_NOT_FOUND", 404, "Card not found in the system."),
     ErrorSpec("7201", "CARD_DECLINED", 402, "The card was declined."),
