@@ -191,7 +191,16 @@ async def receive_processor_notice(runtime: Runtime, notice: ProcessorNotice, id
         already_final = charge.state in FINAL_STATES
         await inbound.resolve_notification(session, notice_id, resolution="deferred", charge_id=charge.id)
     if not already_final:
-        await resolve_open_charge(runtime, charge, notice.outcome, identity)
+        try:
+            await resolve_open_charge(runtime, charge, notice.outcome, identity)
+        except Exception:
+            # Stored as `deferred`: the worker's pass applies it (the sender must not resend it).
+            log.warning(
+                "notification stored; applying it failed, the worker retries",
+                extra={"source": notice.source, "event_id": notice.event_id, "charge": charge.id},
+                exc_info=True,
+            )
+            return NoticeReceipt(notice.event_id, False, "deferred", charge.id, charge.state)
     return await conclude(runtime, notice_id, notice.outcome, confirmed=already_final)
 
 
