@@ -14,6 +14,7 @@ from billing.cli.policy import policy_group
 from billing.cli.renewals import renewals_group
 from billing.cli.sandbox import sandbox_group
 from billing.cli.serve import serve, worker
+from billing.cli.settlements import settlements_group
 from billing.cli.signing import sign
 from billing.cli.webhooks import webhooks_group
 
@@ -35,6 +36,7 @@ cli.add_command(renewals_group)
 cli.add_command(policy_group)
 cli.add_command(sandbox_group)
 cli.add_command(webhooks_group)
+cli.add_command(settlements_group)
 
 
 def main() -> None:
