@@ -18,6 +18,7 @@ import pytest
 
 from billing.processors.sandbox import SandboxScenario
 from billing.services.inbound import inbound_identity, run_deferred_notifications
+from billing.services.ondemand import run_ondemand
 from billing.services.pass_control import RECONCILE_AFTER
 from billing.services.renewals import run_reconciliation, run_renewals
 from billing.services.renewals.renewal_pass import RenewalPass
@@ -335,3 +336,31 @@ async def test_size_and_shape_of_the_body(client: Any, clock: Any) -> None:
     # No merchant token is needed, and a merchant token does not stand in for the signature.
     answer = await client.post("/webhooks/volcan", json={"eventId": "e2"})
     error_of(answer, 401, "7070")
+
+
+async def test_an_unknown_on_demand_item_is_finished_by_its_notification(
+    client: Any, merchant: Any, runtime: Any, sandbox: HeldSandbox, clock: Any
+) -> None:
+    plan = await create_plan(merchant)
+    sub = (await enrol(merchant, plan["id"]))["subscription"]
+    token = await token_of(runtime, sub["defaultPaymentMethodId"])
+    sandbox.set_scenario(token, SandboxScenario.PROCESSING_ERROR)
+    sandbox.blind = True
+    body = {"client": merchant.id, "data": [{"subscriptionId": sub["id"], "amount": 5}]}
+    batch = data_of(await merchant.post("/v1/subscriptions/charges", json=body), 202)
+    await run_ondemand(runtime, "worker-1")
+    [charge] = [c for c in await charges_of(runtime, sub["id"]) if c.kind == "on_demand"]
+    assert charge.state == "unknown"
+
+    data = data_of(
+        await post_signed(
+            client, "/webhooks/volcan", volcan("evt_item", charge), secret=VOLCAN_SECRET, at=clock.now()
+        )
+    )
+    assert (data["resolution"], data["chargeState"]) == ("applied", "succeeded")
+    status = data_of(await merchant.get(f"/v1/subscriptions/charges/batches/{batch['batchId']}"))
+    assert status["status"] == "completed"
+    assert status["totals"]["succeeded"] == 1
+    events = await all_events(merchant)
+    assert len(events_about(events, "charge.succeeded", charge.id)) == 1
+    assert [e["type"] for e in events].count("batch.completed") == 1
