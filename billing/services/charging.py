@@ -529,6 +529,7 @@ def _stored_record(stored: StoredCharge) -> ChargeRecord:
         decline_message=stored.decline_message,
         hard_decline=stored.hard_decline,
         processor_reference=stored.processor_reference,
+        expected_settlement_date=stored.expected_settlement_date,
     )
 
 
