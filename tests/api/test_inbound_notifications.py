@@ -364,3 +364,29 @@ async def test_an_unknown_on_demand_item_is_finished_by_its_notification(
     events = await all_events(merchant)
     assert len(events_about(events, "charge.succeeded", charge.id)) == 1
     assert [e["type"] for e in events].count("batch.completed") == 1
+
+
+async def test_a_deferred_notification_is_applied_when_the_worker_learned_nothing(
+    client: Any, merchant: Any, runtime: Any, sandbox: HeldSandbox, clock: Any
+) -> None:
+    sub_id, charge = await _unknown_renewal(merchant, runtime, sandbox)
+    # The worker holds the row while its look-up hangs and then fails: it learns nothing.
+    sandbox.gate = asyncio.Event()
+    clock.advance(RECONCILE_AFTER + timedelta(seconds=1))
+    worker = asyncio.create_task(RenewalPass(runtime, "worker-1", lanes=1).run())
+    await asyncio.wait_for(sandbox.waiting.wait(), 10)
+    data = data_of(
+        await post_signed(
+            client, "/webhooks/volcan", volcan("evt_later", charge), secret=VOLCAN_SECRET, at=clock.now()
+        )
+    )
+    assert data["resolution"] == "deferred"
+    sandbox.gate.set()
+    await asyncio.wait_for(worker, 10)
+    assert [c.state for c in await charges_of(runtime, sub_id) if c.kind == "renewal"] == ["unknown"]
+
+    # The worker's deferred-notification pass applies what the processor said.
+    assert await run_deferred_notifications(runtime, inbound_identity()) == {"applied": 1}
+    assert [c.state for c in await charges_of(runtime, sub_id) if c.kind == "renewal"] == ["succeeded"]
+    assert (await _subscription(merchant, sub_id))["cyclesPaid"] == 2
+    assert len(events_about(await all_events(merchant), "charge.succeeded", charge.id)) == 1
