@@ -81,6 +81,26 @@ async def _unknown_renewal(merchant: Any, runtime: Any, sandbox: HeldSandbox) ->
     return sub["id"], renewal[0]
 
 
+async def _notified_during_the_workers_lookup(
+    client: Any, runtime: Any, sandbox: HeldSandbox, clock: Any, charge: Charge
+) -> None:
+    """Run the renewal pass until its look-up of `charge` is in flight, post the notification
+    (answered `deferred`: the worker holds the lease), then let the look-up finish."""
+    sandbox.gate = asyncio.Event()
+    clock.advance(RECONCILE_AFTER + timedelta(seconds=1))
+    # One lane: the race under test is this lane's look-up against the notification.
+    worker = asyncio.create_task(RenewalPass(runtime, "worker-1", lanes=1).run())
+    await asyncio.wait_for(sandbox.waiting.wait(), 10)
+    data = data_of(
+        await post_signed(
+            client, "/webhooks/volcan", volcan("evt_race", charge), secret=VOLCAN_SECRET, at=clock.now()
+        )
+    )
+    assert data["resolution"] == "deferred"
+    sandbox.gate.set()
+    await asyncio.wait_for(worker, 10)
+
+
 async def _subscription(merchant: Any, sub_id: str) -> dict[str, Any]:
     result: dict[str, Any] = data_of(await merchant.get(f"/v1/subscriptions/detail/{sub_id}"))
     return result
@@ -141,22 +161,10 @@ async def test_a_notification_racing_the_workers_lookup_gives_one_outcome_one_ev
     client: Any, merchant: Any, runtime: Any, sandbox: HeldSandbox, clock: Any
 ) -> None:
     sub_id, charge = await _unknown_renewal(merchant, runtime, sandbox)
-    # The worker takes the row again and asks the processor; its look-up is in flight...
+    # The worker takes the row again and asks the processor, which now answers; while its look-up
+    # is in flight the notification arrives: the worker holds the lease, so the notification waits.
     sandbox.blind = False
-    sandbox.gate = asyncio.Event()
-    clock.advance(RECONCILE_AFTER + timedelta(seconds=1))
-    # One lane: the race under test is this lane's look-up against the notification.
-    worker = asyncio.create_task(RenewalPass(runtime, "worker-1", lanes=1).run())
-    await asyncio.wait_for(sandbox.waiting.wait(), 10)
-    # ...when the notification arrives: the worker holds the lease, so it waits.
-    data = data_of(
-        await post_signed(
-            client, "/webhooks/volcan", volcan("evt_race", charge), secret=VOLCAN_SECRET, at=clock.now()
-        )
-    )
-    assert data["resolution"] == "deferred"
-    sandbox.gate.set()
-    await asyncio.wait_for(worker, 10)
+    await _notified_during_the_workers_lookup(client, runtime, sandbox, clock, charge)
     assert [c.state for c in await charges_of(runtime, sub_id) if c.kind == "renewal"] == ["succeeded"]
 
     # The deferred notification finds the charge final, in agreement: nothing more happens.
@@ -371,18 +379,7 @@ async def test_a_deferred_notification_is_applied_when_the_worker_learned_nothin
 ) -> None:
     sub_id, charge = await _unknown_renewal(merchant, runtime, sandbox)
     # The worker holds the row while its look-up hangs and then fails: it learns nothing.
-    sandbox.gate = asyncio.Event()
-    clock.advance(RECONCILE_AFTER + timedelta(seconds=1))
-    worker = asyncio.create_task(RenewalPass(runtime, "worker-1", lanes=1).run())
-    await asyncio.wait_for(sandbox.waiting.wait(), 10)
-    data = data_of(
-        await post_signed(
-            client, "/webhooks/volcan", volcan("evt_later", charge), secret=VOLCAN_SECRET, at=clock.now()
-        )
-    )
-    assert data["resolution"] == "deferred"
-    sandbox.gate.set()
-    await asyncio.wait_for(worker, 10)
+    await _notified_during_the_workers_lookup(client, runtime, sandbox, clock, charge)
     assert [c.state for c in await charges_of(runtime, sub_id) if c.kind == "renewal"] == ["unknown"]
 
     # The worker's deferred-notification pass applies what the processor said.
