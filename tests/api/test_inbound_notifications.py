@@ -88,7 +88,9 @@ async def _notified_during_the_workers_lookup(
     (answered `deferred`: the worker holds the lease), then let the look-up finish."""
     sandbox.gate = asyncio.Event()
     clock.advance(RECONCILE_AFTER + timedelta(seconds=1))
-    # One lane: the race under test is this lane's look-up against the notification.
+    # One lane: the race under test is this lane's look-up against the notification. (The test
+    # client serves each request on its own thread and blocks this loop meanwhile, so a second
+    # lane caught inside a transaction would hold SQLite's write lock for the whole request.)
     worker = asyncio.create_task(RenewalPass(runtime, "worker-1", lanes=1).run())
     await asyncio.wait_for(sandbox.waiting.wait(), 10)
     data = data_of(
