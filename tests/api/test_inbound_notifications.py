@@ -389,3 +389,26 @@ async def test_a_deferred_notification_is_applied_when_the_worker_learned_nothin
     assert [c.state for c in await charges_of(runtime, sub_id) if c.kind == "renewal"] == ["succeeded"]
     assert (await _subscription(merchant, sub_id))["cyclesPaid"] == 2
     assert len(events_about(await all_events(merchant), "charge.succeeded", charge.id)) == 1
+
+
+async def test_an_unknown_charge_of_a_cancelled_subscription_is_settled_before_reconciliation(
+    client: Any, merchant: Any, runtime: Any, sandbox: HeldSandbox, clock: Any
+) -> None:
+    """The reconciliation pass's own case: the subscription was cancelled while its renewal charge
+    was open. The notification settles the charge as that pass would; the subscription stays
+    cancelled; the pass then finds nothing to do."""
+    sub_id, charge = await _unknown_renewal(merchant, runtime, sandbox)
+    data_of(await merchant.delete(f"/v1/subscriptions/{sub_id}"))
+
+    data = data_of(
+        await post_signed(
+            client, "/webhooks/volcan", volcan("evt_cancelled", charge), secret=VOLCAN_SECRET, at=clock.now()
+        )
+    )
+    assert (data["resolution"], data["chargeState"]) == ("applied", "succeeded")
+    sub = await _subscription(merchant, sub_id)
+    assert (sub["status"], sub["cyclesPaid"]) == ("cancelled", 1)
+    assert len(events_about(await all_events(merchant), "charge.succeeded", charge.id)) == 1
+
+    clock.advance(RECONCILE_AFTER + timedelta(hours=1))
+    assert (await run_reconciliation(runtime, "worker-1")).claimed == 0
