@@ -194,7 +194,7 @@ async def test_a_failed_notification_starts_grace_like_a_decline(
 
 
 async def test_a_contradicting_notification_is_kept_and_announced_never_applied(
-    client: Any, merchant: Any, runtime: Any, clock: Any
+    client: Any, merchant: Any, runtime: Any, clock: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     plan = await create_plan(merchant)
     enrolment = await enrol(merchant, plan["id"])
@@ -209,6 +209,9 @@ async def test_a_contradicting_notification_is_kept_and_announced_never_applied(
     assert (data["resolution"], data["chargeState"]) == ("disputed", "succeeded")
     [after] = [c for c in await charges_of(runtime) if c.id == charge_id]
     assert after.state == "succeeded"
+    assert [
+        r.getMessage() for r in caplog.records if r.name == "billing.inbound" and r.levelname == "ERROR"
+    ] == ["notification contradicts the charge's final state; not applied"]
     [event] = events_about(await all_events(merchant), "charge.disputed_outcome", charge_id)
     assert (event["data"]["state"], event["data"]["notifiedState"]) == ("succeeded", "failed")
 
