@@ -30,7 +30,7 @@ from typing import Any
 from billing.domain.events import ChargeDisputedOutcome
 from billing.processors.base import Outcome
 from billing.services.enrolment.settlement import settle_enrolment
-from billing.services.inbound.notices import ProcessorNotice, outcome_from_json, outcome_to_json
+from billing.services.inbound.notices import ProcessorNotice, outcome_from_json
 from billing.services.ondemand.drain import OnDemandPass
 from billing.services.renewals.reconciliation import run_reconciliation
 from billing.services.renewals.renewal_pass import RenewalPass
@@ -279,7 +279,6 @@ __all__ = [
     "NoticeReceipt",
     "NotifiedProcessor",
     "conclude",
-    "outcome_to_json",
     "receive_processor_notice",
     "resolve_open_charge",
     "run_deferred_notifications",
