@@ -24,6 +24,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from billing.domain.settlement import known_country
+
 DEFAULT_CONFIG_PATH = Path("config/billing.toml")
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./billing.db"
 
@@ -206,6 +208,32 @@ class ProcessorsSettings(_Section):
         return out
 
 
+class SettlementSettings(_Section):
+    country: str = Field(
+        "GT", description="ISO 3166 country whose public holidays are not settlement business days"
+    )
+
+    @field_validator("country")
+    @classmethod
+    def _known_country(cls, value: str) -> str:
+        if not known_country(value):
+            raise ValueError("not a country the holidays calendar knows (ISO 3166 alpha-2, e.g. GT)")
+        return value
+
+
+class InboundSettings(_Section):
+    volcan_secret: SecretStr | None = Field(
+        None, description="HMAC secret of /webhooks/volcan (processor notifications); unset: refused"
+    )
+    settlements_secret: SecretStr | None = Field(
+        None, description="HMAC secret of /webhooks/settlements (settlement reports); unset: refused"
+    )
+    stripe_endpoint_secret: SecretStr | None = Field(
+        None, description="Stripe's endpoint signing secret (whsec_...) for /webhooks/stripe; unset: refused"
+    )
+    tolerance_seconds: int = Field(300, ge=1, le=3600, description="Signature timestamp tolerance")
+
+
 class SmtpSettings(_Section):
     host: str | None = None
     port: int = Field(25, ge=1, le=65535)
@@ -232,6 +260,8 @@ class Settings(BaseSettings):
     grace: GraceSettings = GraceSettings()
     processors: ProcessorsSettings = ProcessorsSettings()
     smtp: SmtpSettings = SmtpSettings()
+    settlement: SettlementSettings = SettlementSettings()
+    inbound: InboundSettings = InboundSettings()
 
     @field_validator("default_timezone")
     @classmethod

@@ -20,6 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from billing.services.enrolment import run_recovery
 from billing.services.idempotency import purge_pass as purge_idempotency_records
+from billing.services.inbound import run_deferred_notifications
 from billing.services.ondemand import run_ondemand
 from billing.services.pass_control import stop_when
 from billing.services.refunds import run_refund_reconciliation
@@ -46,6 +47,7 @@ def registered_passes() -> list[tuple[str, Pass]]:
     passes.append(("enrolment-recovery", run_recovery))
     passes.append(("charge-reconciliation", run_reconciliation))
     passes.append(("refund-reconciliation", run_refund_reconciliation))
+    passes.append(("deferred-notifications", run_deferred_notifications))
     passes.append(("idempotency-purge", purge_idempotency_records))  # housekeeping, last
     passes.append(("event-purge", purge_events))
     return passes

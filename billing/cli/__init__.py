@@ -23,6 +23,7 @@ COMMANDS = {
     "renewals": "billing.cli.renewals:renewals_group",
     "policy": "billing.cli.policy:policy_group",
     "sandbox": "billing.cli.sandbox:sandbox_group",
+    "settlements": "billing.cli.settlements:settlements_group",
     "webhooks": "billing.cli.webhooks:webhooks_group",
 }
 

@@ -46,6 +46,11 @@ ErrorName = Literal[
     "CHARGE_NOT_REFUNDABLE",
     "REFUND_EXCEEDS_REMAINING",
     "REFUND_DECLINED",
+    "NOTIFICATION_SIGNATURE_INVALID",
+    "SETTLEMENT_TOO_MANY_ROWS",
+    "SETTLEMENT_AMOUNT_MISMATCH",
+    "SETTLEMENT_CURRENCY_MISMATCH",
+    "SETTLEMENT_NOT_SETTLEABLE",
     "USER_NOT_FOUND",
     "CARD_NOT_FOUND",
     "CARD_DECLINED",
@@ -136,6 +141,24 @@ _ROWS: tuple[ErrorSpec, ...] = (
         "The refund is more than what remains refundable on the charge.",
     ),
     ErrorSpec("7062", "REFUND_DECLINED", 402, "The processor refused the refund."),
+    # Inbound notifications and settlement (7070-7079)
+    ErrorSpec(
+        "7070",
+        "NOTIFICATION_SIGNATURE_INVALID",
+        401,
+        "The notification signature did not validate (secret, timestamp or body).",
+    ),
+    ErrorSpec("7071", "SETTLEMENT_TOO_MANY_ROWS", 413, "A settlement report holds at most 10,000 charges."),
+    ErrorSpec(
+        "7072", "SETTLEMENT_AMOUNT_MISMATCH", 409, "The settled amount differs from the charge's amount."
+    ),
+    ErrorSpec(
+        "7073",
+        "SETTLEMENT_CURRENCY_MISMATCH",
+        409,
+        "The settled currency differs from the charge's currency.",
+    ),
+    ErrorSpec("7074", "SETTLEMENT_NOT_SETTLEABLE", 409, "Only a succeeded charge can settle."),
     # Users and cards (71xx, 72xx)
     ErrorSpec("7100", "USER_NOT_FOUND", 404, "User not found in the system."),
     ErrorSpec("7200", "CARD_NOT_FOUND", 404, "Card not found in the system."),

@@ -10,7 +10,7 @@ appear only when the writer sets them; fields without a default are always prese
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, PlainSerializer
@@ -36,6 +36,8 @@ EventType = Literal[
     "charge.unknown",
     "charge.refunded",
     "charge.refund_failed",
+    "charge.settled",
+    "charge.disputed_outcome",
     "batch.completed",
 ]
 
@@ -161,6 +163,7 @@ class ChargeSnapshot(EventPayload):
     batch_index: int | None = None
     trx_uid: str | None = None
     user_id: str | None = None
+    expected_settlement_date: date | None = None
 
 
 class ChargeSucceeded(ChargeSnapshot):
@@ -213,6 +216,33 @@ class ChargeRefundFailed(RefundSnapshot):
     type: ClassVar[EventType] = "charge.refund_failed"
 
 
+class ChargeSettled(ChargeSnapshot):
+    """A settlement report says the succeeded charge reached the merchant's account."""
+
+    type: ClassVar[EventType] = "charge.settled"
+
+    settlement_date: date
+    settlement_report_id: str
+
+
+class ChargeDisputedOutcome(EventPayload):
+    """A processor notification contradicts the charge's final state; nothing was changed.
+
+    The charge keeps its state: an operator compares it with the processor's records.
+    """
+
+    type: ClassVar[EventType] = "charge.disputed_outcome"
+
+    charge_id: str
+    subscription_id: str | None
+    state: str
+    notified_state: str
+    source: str
+    notification_id: str
+    processor_reference: str | None
+    decline_code: str | None
+
+
 class BatchCompleted(EventPayload):
     """Every item of an on-demand batch reached a final state."""
 
@@ -245,6 +275,8 @@ EVENT_MODELS: tuple[type[EventPayload], ...] = (
     *CHARGE_EVENTS.values(),
     ChargeRefunded,
     ChargeRefundFailed,
+    ChargeSettled,
+    ChargeDisputedOutcome,
     BatchCompleted,
 )
 

@@ -37,13 +37,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
+from datetime import date, datetime
 from typing import Any, Literal
 
 from billing.domain.errors import BillingError
 from billing.domain.events import CHARGE_EVENTS, ChargeSnapshot
 from billing.domain.money import from_minor
+from billing.domain.settlement import DEFAULT_COUNTRY, expected_settlement_date
 from billing.processors.base import Outcome, PaymentProcessor
 from billing.store.charges import (
     ChargeOutcomeRow,
@@ -63,9 +63,6 @@ log = logging.getLogger("billing.charging")
 
 ChargeKind = Literal["enrolment", "renewal", "on_demand"]
 ChargeState = Literal["succeeded", "failed", "unknown"]
-
-# Settlement (SPEC §7): captured before 23:30 UTC -> next business day, else the one after.
-_SETTLEMENT_CUTOFF_MINUTES = 23 * 60 + 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +142,7 @@ class ChargeRecord:
     decline_message: str | None = None
     hard_decline: bool = False
     processor_reference: str | None = None
+    expected_settlement_date: date | None = None
 
     def event(self, request: ChargeRequest) -> ChargeSnapshot:
         """The `charge.succeeded` / `charge.failed` / `charge.unknown` event payload for this row,
@@ -154,6 +152,8 @@ class ChargeRecord:
             if request.batch_id is None
             else {"batch_id": request.batch_id, "batch_index": request.batch_index}
         )
+        if self.expected_settlement_date is not None:
+            batch["expected_settlement_date"] = self.expected_settlement_date
         return CHARGE_EVENTS[f"charge.{self.state}"](
             charge_id=self.charge_id,
             subscription_id=request.subscription_id,
@@ -223,23 +223,6 @@ _STATE_CONFLICT = BillingError("STATE_CONFLICT").spec.code
 _INACTIVE_MESSAGE = "The subscription is no longer active."
 
 
-def expected_settlement_date(captured_at: datetime) -> date:
-    """The business day a charge captured at `captured_at` settles on (SPEC §7; weekends skipped)."""
-    utc = captured_at.astimezone(UTC)
-    return _settlement_day(utc.date(), utc.hour * 60 + utc.minute < _SETTLEMENT_CUTOFF_MINUTES)
-
-
-@lru_cache(maxsize=64)
-def _settlement_day(captured_on: date, before_cutoff: bool) -> date:
-    days = 1 if before_cutoff else 2
-    day = captured_on
-    while days:
-        day += timedelta(days=1)
-        if day.weekday() < 5:
-            days -= 1
-    return day
-
-
 @dataclass(slots=True)
 class _Cursor:
     """Where one request stands during a run."""
@@ -267,9 +250,12 @@ class _Cursor:
 class ChargeRun:
     """Requests whose pending rows are written; `settle` charges them to a final result."""
 
-    def __init__(self, cursors: list[_Cursor], now: datetime) -> None:
+    def __init__(
+        self, cursors: list[_Cursor], now: datetime, settlement_country: str = DEFAULT_COUNTRY
+    ) -> None:
         self._cursors = cursors
         self._now = now
+        self._country = settlement_country
 
     @property
     def requests(self) -> list[ChargeRequest]:
@@ -419,6 +405,9 @@ class ChargeRun:
             decline_message=outcome.decline_message,
             hard_decline=outcome.hard_decline,
             processor_reference=outcome.reference,
+            expected_settlement_date=(
+                expected_settlement_date(at, self._country) if outcome.status == "succeeded" else None
+            ),
         )
         rows.append(
             ChargeOutcomeRow(
@@ -428,9 +417,7 @@ class ChargeRun:
                 decline_message=record.decline_message,
                 hard_decline=record.hard_decline,
                 processor_reference=record.processor_reference,
-                expected_settlement_date=(
-                    expected_settlement_date(at) if outcome.status == "succeeded" else None
-                ),
+                expected_settlement_date=record.expected_settlement_date,
                 updated_at=at,
             )
         )
@@ -542,6 +529,7 @@ def _stored_record(stored: StoredCharge) -> ChargeRecord:
         decline_message=stored.decline_message,
         hard_decline=stored.hard_decline,
         processor_reference=stored.processor_reference,
+        expected_settlement_date=stored.expected_settlement_date,
     )
 
 
@@ -643,8 +631,17 @@ async def _open(session: Session, cursors: Sequence[_Cursor], now: datetime) -> 
         todo = taken
 
 
-async def open_charges(session: Session, requests: Sequence[ChargeRequest], *, now: datetime) -> ChargeRun:
+async def open_charges(
+    session: Session,
+    requests: Sequence[ChargeRequest],
+    *,
+    now: datetime,
+    settlement_country: str = DEFAULT_COUNTRY,
+) -> ChargeRun:
     """Write the `pending` rows of `requests` in the caller's transaction (the caller commits).
+
+    `settlement_country` names the holiday calendar of the expected settlement dates
+    (`billing.domain.settlement`; setting `settlement.country`).
 
     A request whose key is already taken resumes the stored row: it is reconciled (never
     charged under a new key) or, if final, reported as it is. A request without methods is
@@ -652,7 +649,7 @@ async def open_charges(session: Session, requests: Sequence[ChargeRequest], *, n
     """
     cursors = [_Cursor(request) for request in requests]
     await _open(session, cursors, now)
-    return ChargeRun(cursors, now)
+    return ChargeRun(cursors, now, settlement_country)
 
 
 async def execute_charges(
@@ -664,10 +661,11 @@ async def execute_charges(
     apply: ApplyResults,
     semaphore: asyncio.Semaphore | None = None,
     reconcile_rounds: int = 3,
+    settlement_country: str = DEFAULT_COUNTRY,
 ) -> list[ChargeResult]:
     """Open and settle `requests` (see the module docstring); returns one result per request."""
     async with transaction(sessions) as session:
-        run = await open_charges(session, requests, now=now)
+        run = await open_charges(session, requests, now=now, settlement_country=settlement_country)
     return await run.settle(
         sessions, processors, apply=apply, semaphore=semaphore, reconcile_rounds=reconcile_rounds
     )

@@ -34,6 +34,8 @@ def subscription_event(model: type[S], subscription: Subscription) -> S:
 
 def charge_event(model: type[C], charge: Charge, **context: Any) -> C:
     """A `charge.*` payload for a stored charge; `context` sets optional fields (trxUid, userId)."""
+    if charge.expected_settlement_date is not None:
+        context.setdefault("expected_settlement_date", charge.expected_settlement_date)
     return model(
         charge_id=charge.id,
         subscription_id=charge.subscription_id,

@@ -219,6 +219,7 @@ async def claim_items(
     lease_seconds: float,
     limit: int,
     batch_id: str | None = None,
+    item_index: int | None = None,
 ) -> list[ClaimedItem]:
     """Lease up to ``limit`` items that still need the processor (queued, or a pending/unknown charge
     to resume) and whose lease is free or expired.
@@ -226,14 +227,18 @@ async def claim_items(
     One statement: ``UPDATE ... WHERE id IN (SELECT ... LIMIT n [FOR UPDATE SKIP LOCKED])
     RETURNING``. PostgreSQL's SKIP LOCKED lets concurrent workers split the work; SQLite runs
     one writer at a time, which makes the same conditional update atomic. ``batch_id`` limits
-    the claim to one batch (the operator CLI drains only its own upload).
+    the claim to one batch (the operator CLI drains only its own upload); with ``item_index`` too,
+    to that one item, also while it waits to be reconciled (no owner, a wait in ``lease_until``):
+    its charge's outcome became known (a processor notification).
     """
-    conditions = [
-        _ITEM.c.state.in_(OPEN_ITEM_STATES),
-        sa.or_(_ITEM.c.lease_until.is_(None), _ITEM.c.lease_until < real_now),
-    ]
+    lease_free = sa.or_(_ITEM.c.lease_until.is_(None), _ITEM.c.lease_until < real_now)
+    if item_index is not None:
+        lease_free = sa.or_(lease_free, _ITEM.c.lease_owner.is_(None))
+    conditions = [_ITEM.c.state.in_(OPEN_ITEM_STATES), lease_free]
     if batch_id is not None:
         conditions.append(_ITEM.c.batch_id == batch_id)
+    if item_index is not None:
+        conditions.append(_ITEM.c.item_index == item_index)
     candidates = sa.select(_ITEM.c.id).where(*conditions).limit(limit)
     if bulk.is_postgres(session):
         candidates = candidates.with_for_update(skip_locked=True)

@@ -95,6 +95,7 @@ class StoredCharge:
     decline_message: str | None
     hard_decline: bool
     processor_reference: str | None
+    expected_settlement_date: date | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +239,7 @@ def _stored_select() -> Any:
         _CHARGE.c.decline_message,
         _CHARGE.c.hard_decline,
         _CHARGE.c.processor_reference,
+        _CHARGE.c.expected_settlement_date,
     ).select_from(_CHARGE.outerjoin(_METHOD, _METHOD.c.id == _CHARGE.c.payment_method_id))
 
 

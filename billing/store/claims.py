@@ -80,7 +80,9 @@ class ClaimedSubscription:
     notification_email: str | None
 
 
-def _due(now: datetime, real_now: datetime, client_id: str | None) -> list[Any]:
+def _due(
+    now: datetime, real_now: datetime, client_id: str | None, subscription_id: str | None = None
+) -> list[Any]:
     conditions: list[Any] = [
         _SUB.c.status == "active",
         _SUB.c.next_attempt_at <= now,
@@ -88,6 +90,8 @@ def _due(now: datetime, real_now: datetime, client_id: str | None) -> list[Any]:
     ]
     if client_id is not None:
         conditions.append(_SUB.c.client_id == client_id)
+    if subscription_id is not None:
+        conditions.append(_SUB.c.id == subscription_id)
     return conditions
 
 
@@ -100,14 +104,19 @@ async def claim_due_subscriptions(
     lease_seconds: float,
     limit: int,
     client_id: str | None = None,
+    subscription_id: str | None = None,
 ) -> list[ClaimedSubscription]:
-    """Lease up to `limit` subscriptions due at `now` (optionally of one client) to `owner`.
+    """Lease up to `limit` subscriptions due at `now` (optionally of one client, or only
+    `subscription_id`) to `owner`.
 
     Rows leased by someone else are skipped until their lease runs out (a crashed worker's
     rows come back after `lease_seconds`).
     """
     candidates = (
-        select(_SUB.c.id).where(*_due(now, real_now, client_id)).order_by(_SUB.c.next_attempt_at).limit(limit)
+        select(_SUB.c.id)
+        .where(*_due(now, real_now, client_id, subscription_id))
+        .order_by(_SUB.c.next_attempt_at)
+        .limit(limit)
     )
     if is_postgres(session):
         candidates = candidates.with_for_update(skip_locked=True)
@@ -123,6 +132,22 @@ async def claim_due_subscriptions(
     conn = await session.connection()
     rows = (await conn.execute(statement)).all()
     return [ClaimedSubscription(**row._asdict()) for row in rows]
+
+
+async def make_due(session: Session, subscription_id: str, *, now: datetime, real_now: datetime) -> None:
+    """Make an active, unleased subscription due at `now` when it is due later (the outcome of
+    its open charge became known: a processor notification). A leased row is left alone."""
+    conn = await session.connection()
+    await conn.execute(
+        update(_SUB)
+        .where(
+            _SUB.c.id == subscription_id,
+            _SUB.c.status == "active",
+            or_(_SUB.c.lease_until.is_(None), _SUB.c.lease_until < real_now),
+            or_(_SUB.c.next_attempt_at.is_(None), _SUB.c.next_attempt_at > now),
+        )
+        .values(next_attempt_at=now)
+    )
 
 
 async def release_leases(session: Session, subscription_ids: Sequence[str], owner: str) -> int:

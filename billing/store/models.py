@@ -463,15 +463,27 @@ class Notification(SQLModel, table=True):
 
 
 class InboundNotification(SQLModel, table=True):
-    """Processor and settlement notifications already applied (dedupe on their event id)."""
+    """Processor notifications and settlement reports as received (dedupe on their event id).
+
+    `resolution` says what the engine did with it (applied, confirmed, deferred, disputed,
+    mismatch, unmatched, recorded, settled); `detail` keeps the notice as parsed and, for a
+    settlement report, the rows that were not applied (`billing settlements mismatches`).
+    """
 
     __tablename__ = "inbound_notification"
-    __table_args__ = (sa.UniqueConstraint("source", "event_id"),)
+    __table_args__ = (
+        sa.UniqueConstraint("source", "event_id"),
+        sa.Index("ix_inbound_notification_resolution", "resolution", "received_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
-    source: str = Field(max_length=32)  # volcan | settlements
+    source: str = Field(max_length=32)  # volcan | stripe | settlements
     event_id: str = Field(max_length=255)
     received_at: datetime
+    type: str | None = Field(default=None, max_length=64)
+    charge_id: str | None = Field(default=None, max_length=ID)
+    resolution: str | None = Field(default=None, max_length=24)
+    detail: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn)
 
 
 ALL_TABLES = [

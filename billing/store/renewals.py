@@ -277,9 +277,10 @@ async def claim_orphaned_renewal_charges(
     lease_seconds: float,
     older_than: datetime,
     limit: int,
+    charge_id: str | None = None,
 ) -> list[OrphanedCharge]:
     """Lease the subscriptions (no longer `active`) holding `pending`/`unknown` renewal charges
-    last touched before `older_than`, and return those charges.
+    last touched before `older_than` (or only `charge_id`), and return those charges.
 
     A subscription leased by a live worker is skipped: that worker records its charge itself.
     """
@@ -306,6 +307,7 @@ async def claim_orphaned_renewal_charges(
                 _CHARGE.c.updated_at < older_than,
                 _SUB.c.status != "active",
                 lease_free,
+                *([] if charge_id is None else [_CHARGE.c.id == charge_id]),
             )
             .order_by(_CHARGE.c.updated_at)
             .limit(limit)

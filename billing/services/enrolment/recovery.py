@@ -104,7 +104,13 @@ async def run_recovery(runtime: Runtime, identity: str) -> dict[str, int]:
                 )
                 summary["unresolved"] += 1
                 continue
-            settled = await settle_enrolment(session, current, outcome, now=runtime.clock.now())
+            settled = await settle_enrolment(
+                session,
+                current,
+                outcome,
+                now=runtime.clock.now(),
+                settlement_country=runtime.settings.settlement.country,
+            )
         if settled is not None:
             summary[outcome.status] += 1
             log.info(

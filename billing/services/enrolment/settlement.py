@@ -19,6 +19,7 @@ from typing import Any
 from billing.domain.calendar import Schedule, due_at, enrolment_anchor
 from billing.domain.errors import BillingError
 from billing.domain.events import ChargeFailed, ChargeSucceeded, SubscriptionCreated
+from billing.domain.settlement import DEFAULT_COUNTRY, expected_settlement_date
 from billing.processors.base import Outcome
 from billing.services.event_payloads import charge_event, subscription_event
 from billing.services.plans import minimum_first_period, plan_schedule
@@ -167,9 +168,17 @@ async def record_created(session: Session, subscription: Subscription, *, now: d
 
 
 async def settle_enrolment(
-    session: Session, charge: Charge, outcome: Outcome, *, now: datetime
+    session: Session,
+    charge: Charge,
+    outcome: Outcome,
+    *,
+    now: datetime,
+    settlement_country: str = DEFAULT_COUNTRY,
 ) -> Enrolment | None:
     """Apply a definite outcome (`succeeded` or `failed`) to an open enrolment charge.
+
+    The one place an enrolment charge's outcome lands, whoever learned it: the verify-card
+    request, the recovery pass or a processor notification (`billing.services.inbound`).
 
     Returns what the enrolment produced, or None when the charge had already been settled by
     someone else (nothing is written then). `charge` must belong to `session`.
@@ -184,7 +193,9 @@ async def settle_enrolment(
     if trx is None or method is None:
         raise ValueError(f"enrolment charge {charge.id} names a transaction or card that does not exist")
     if outcome.status == "succeeded":
-        return await _succeeded(session, charge, outcome, context, trx, method, now=now)
+        return await _succeeded(
+            session, charge, outcome, context, trx, method, now=now, country=settlement_country
+        )
     return await _failed(session, charge, outcome, trx, method, now=now)
 
 
@@ -197,6 +208,7 @@ async def _succeeded(
     method: PaymentMethod,
     *,
     now: datetime,
+    country: str,
 ) -> Enrolment | None:
     plan = await session.get(Plan, context.plan_id)
     if plan is None:
@@ -207,6 +219,7 @@ async def _succeeded(
         from_states=charge_store.OPEN_STATES,
         state="succeeded",
         processor_reference=outcome.reference,
+        expected_settlement_date=expected_settlement_date(now, country),
         updated_at=now,
     )
     if not settled:

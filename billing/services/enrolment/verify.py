@@ -254,7 +254,13 @@ async def verify_card(runtime: Runtime, *, client_id: str, request: VerifyCardRe
         )
     async with transaction(runtime.sessions) as session:
         attached = await _reload(session, charge)
-        settled = await settle_enrolment(session, attached, outcome, now=runtime.clock.now())
+        settled = await settle_enrolment(
+            session,
+            attached,
+            outcome,
+            now=runtime.clock.now(),
+            settlement_country=runtime.settings.settlement.country,
+        )
     if settled is None:
         # The answer came so late that the recovery pass settled the charge first (it resends
         # the same request under the same key, so both saw the same outcome): report its result.

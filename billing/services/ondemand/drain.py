@@ -98,10 +98,17 @@ class OnDemandPass(LanePass[OnDemandSummary]):
     summary_type = OnDemandSummary
 
     def __init__(
-        self, runtime: Runtime, identity: str, *, batch_id: str | None = None, **options: Any
+        self,
+        runtime: Runtime,
+        identity: str,
+        *,
+        batch_id: str | None = None,
+        item_index: int | None = None,
+        **options: Any,
     ) -> None:
         super().__init__(runtime, identity, **options)
         self.batch_id = batch_id  # only this batch's items (None: every batch)
+        self.item_index = item_index  # only this item of the batch (a notified outcome)
 
     async def run(self) -> OnDemandSummary:
         """Claim and charge chunks until none is left (or the process is stopping)."""
@@ -120,11 +127,14 @@ class OnDemandPass(LanePass[OnDemandSummary]):
                 lease_seconds=self.lease_seconds,
                 limit=self.batch_size,
                 batch_id=self.batch_id,
+                item_index=self.item_index,
             )
             if not claimed:
                 return 0
             requests, refused = await self._prepare(session, claimed, now)
-            run = await open_charges(session, requests, now=now)
+            run = await open_charges(
+                session, requests, now=now, settlement_country=runtime.settings.settlement.country
+            )
             await store.mark_pending(session, [request.ref for request in requests])
             await self._finish(session, refused, [], now)
         self.summary.claimed += len(claimed)

@@ -28,6 +28,7 @@ from billing.store.renewals import OrphanedCharge, claim_orphaned_renewal_charge
 log = logging.getLogger("billing.reconciliation")
 
 BATCH = 200
+ANY_AGE = timedelta(days=3650)
 
 
 @dataclass
@@ -46,19 +47,24 @@ def base_key(charge: OrphanedCharge) -> str:
     return charge.idempotency_key
 
 
-async def run_reconciliation(runtime: Runtime, identity: str) -> ReconciliationSummary:
-    """The worker's reconciliation pass (`registered_passes`)."""
+async def run_reconciliation(
+    runtime: Runtime, identity: str, *, charge_id: str | None = None
+) -> ReconciliationSummary:
+    """The worker's reconciliation pass (`registered_passes`); with `charge_id`, that charge only,
+    whatever its age (its outcome became known: a processor notification)."""
     summary = ReconciliationSummary()
     lease_seconds = runtime.settings.worker.lease_seconds
     real_now = runtime.clock.now()
+    older_than = real_now - RECONCILE_AFTER - timedelta(seconds=lease_seconds)
     async with transaction(runtime.sessions) as session:
         orphans = await claim_orphaned_renewal_charges(
             session,
             owner=identity,
             real_now=real_now,
             lease_seconds=lease_seconds,
-            older_than=real_now - RECONCILE_AFTER - timedelta(seconds=lease_seconds),
+            older_than=older_than if charge_id is None else real_now + ANY_AGE,
             limit=BATCH,
+            charge_id=charge_id,
         )
     if not orphans:
         return summary
@@ -117,7 +123,12 @@ async def run_reconciliation(runtime: Runtime, identity: str) -> ReconciliationS
 
     try:
         await execute_charges(
-            runtime.sessions, runtime.processors, list(requests.values()), now=real_now, apply=apply
+            runtime.sessions,
+            runtime.processors,
+            list(requests.values()),
+            now=real_now,
+            apply=apply,
+            settlement_country=runtime.settings.settlement.country,
         )
     finally:
         async with transaction(runtime.sessions) as session:

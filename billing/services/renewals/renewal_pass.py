@@ -258,9 +258,15 @@ class RenewalPass(LanePass[RenewalSummary]):
         return self.summary
 
     async def process_one_batch(
-        self, *, client_id: str | None, now: datetime, offsets: Mapping[str, int]
+        self,
+        *,
+        client_id: str | None,
+        now: datetime,
+        offsets: Mapping[str, int],
+        subscription_id: str | None = None,
     ) -> int:
-        """Claim one batch due at `now` and take it to the end; returns how many were claimed."""
+        """Claim one batch due at `now` (or only `subscription_id`) and take it to the end;
+        returns how many were claimed."""
         runtime = self.runtime
         real_now = runtime.clock.now()
         async with transaction(runtime.sessions) as session:
@@ -272,12 +278,18 @@ class RenewalPass(LanePass[RenewalSummary]):
                 lease_seconds=self.lease_seconds,
                 limit=self.batch_size,
                 client_id=client_id,
+                subscription_id=subscription_id,
             )
             if not claimed:
                 return 0
             items = await self._prepare(session, claimed, now, offsets)
             charging = [item for item in items if item.request is not None]
-            run = await open_charges(session, [item.request for item in charging if item.request], now=now)
+            run = await open_charges(
+                session,
+                [item.request for item in charging if item.request],
+                now=now,
+                settlement_country=runtime.settings.settlement.country,
+            )
             await self._write_without_charge(session, [i for i in items if i.request is None], real_now)
         self.summary.claimed += len(claimed)
         self.summary.batches += 1

@@ -17,7 +17,6 @@ from billing.services.charging import (
     ChargeResult,
     MethodChoice,
     execute_charges,
-    expected_settlement_date,
 )
 from billing.services.runtime import Runtime
 from billing.store.engine import Session, transaction
@@ -211,17 +210,3 @@ async def test_processor_errors_map_to_outcomes(engine_runtime: Runtime, name: s
         apply=Recorder(), reconcile_rounds=1,
     )  # fmt: skip
     assert result.state == state
-
-
-@pytest.mark.parametrize(
-    ("captured", "settles"),
-    [
-        (datetime(2026, 1, 15, 23, 29, tzinfo=UTC), date(2026, 1, 16)),  # Thursday before the cut-off
-        (datetime(2026, 1, 15, 23, 30, tzinfo=UTC), date(2026, 1, 19)),  # after it: Friday is day one
-        (datetime(2026, 1, 16, 10, 0, tzinfo=UTC), date(2026, 1, 19)),  # Friday -> Monday
-        (datetime(2026, 1, 17, 10, 0, tzinfo=UTC), date(2026, 1, 19)),  # Saturday -> Monday
-        (datetime(2026, 1, 16, 23, 45, tzinfo=UTC), date(2026, 1, 20)),  # Friday late -> Tuesday
-    ],
-)
-def test_expected_settlement_date(captured: datetime, settles: date) -> None:
-    assert expected_settlement_date(captured) == settles
