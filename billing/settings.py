@@ -173,6 +173,11 @@ class GracePolicySettings(_Section):
 class GraceSettings(_Section):
     default: GracePolicySettings = GracePolicySettings()
     policies: dict[str, GracePolicySettings] = Field(default_factory=dict)
+    catch_up: Literal["skip", "charge"] = Field(
+        "skip",
+        description="A late payment whose next period is already over: skip the overdue periods "
+        "(resume at the next boundary ahead) or charge them one retry interval apart",
+    )
 
 
 class SandboxProcessorSettings(_Section):

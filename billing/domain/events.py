@@ -31,6 +31,7 @@ EventType = Literal[
     "subscription.payment_failed",
     "subscription.recovered",
     "subscription.inactive",
+    "subscription.periods_skipped",
     "charge.succeeded",
     "charge.failed",
     "charge.unknown",
@@ -255,6 +256,15 @@ class BatchCompleted(EventPayload):
     completed_at: Instant
 
 
+class SubscriptionPeriodsSkipped(RenewalSnapshot):
+    """A late payment recovered a period whose successor was already over: the overdue periods were
+    skipped, not charged, and the subscription resumes at `nextAttemptAt` (setting `grace.catch_up`)."""
+
+    type: ClassVar[EventType] = "subscription.periods_skipped"
+    skipped_periods: int
+    skipped_from: Instant
+
+
 RENEWAL_EVENTS: dict[str, type[RenewalSnapshot]] = {
     model.type: model
     for model in (
@@ -263,6 +273,7 @@ RENEWAL_EVENTS: dict[str, type[RenewalSnapshot]] = {
         SubscriptionPaymentFailed,
         SubscriptionRecovered,
         SubscriptionInactive,
+        SubscriptionPeriodsSkipped,
     )
 }
 CHARGE_EVENTS: dict[str, type[ChargeSnapshot]] = {

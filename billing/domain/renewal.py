@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final, Literal
 
-from billing.domain.calendar import Schedule, due_at, is_beyond_term
+from billing.domain.calendar import Schedule, due_at, is_beyond_term, next_renewal_after
 from billing.domain.grace import (
     Decision,
     Episode,
@@ -32,8 +32,10 @@ from billing.domain.grace import (
 )
 
 SubscriptionStatus = Literal["active", "cancelled", "inactive", "expired"]
+CatchUp = Literal["skip", "charge"]
 
 RENEWED: Final = "subscription.renewed"
+PERIODS_SKIPPED: Final = "subscription.periods_skipped"
 EXPIRED: Final = "subscription.expired"
 
 
@@ -70,6 +72,10 @@ class Terms:
     schedule: Schedule
     cycles: int | None
     policy: GracePolicy
+    # After a late payment whose next period is already over: "skip" resumes at the next boundary
+    # still ahead (the overdue periods are not charged), "charge" charges them one at a time,
+    # each `policy.interval` after the previous one.
+    catch_up: CatchUp = "skip"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,25 +130,44 @@ def due_step(state: RenewalState, terms: Terms, now: datetime) -> Step | None:
     return CheckDeadline()
 
 
-def renewed(state: RenewalState, terms: Terms, step: ChargePeriod) -> Transition:
-    """Period `step.k` was paid: advance from the schedule (no drift), back to `current`.
+def renewed(state: RenewalState, terms: Terms, step: ChargePeriod, now: datetime | None = None) -> Transition:
+    """Period `step.k` was paid at `now`: advance from the schedule (no drift), back to `current`.
 
-    The next look is boundary k+1: another renewal, or the end of a fixed term.
+    The next look is boundary k+1: another renewal, or the end of a fixed term. When that
+    boundary is already past (a grace episode outlasted the next period), `terms.catch_up`
+    decides: "skip" moves on to the period in progress without charging the overdue ones
+    (`subscription.periods_skipped`), "charge" charges the next period one retry interval later.
+    Never two periods in the same second.
     """
     decision = on_success(state.episode)
     period_end = due_at(terms.schedule, step.k + 1)
+    period_index = step.k
+    current_start = step.period_start
+    next_at = period_end
+    events: tuple[str, ...] = (RENEWED, *decision.events)
+    if now is not None and period_end <= now and not is_beyond_term(step.k + 1, terms.cycles):
+        if terms.catch_up == "skip":
+            resume, _ = next_renewal_after(terms.schedule, now)
+            if terms.cycles is not None:
+                resume = min(resume, terms.cycles)
+            period_index = resume - 1
+            current_start = due_at(terms.schedule, period_index)
+            next_at = period_end = due_at(terms.schedule, resume)
+            events = (*events, PERIODS_SKIPPED)
+        else:
+            next_at = now + terms.policy.interval
     new = replace(
         state,
         status="active",
         renewal_status="current",
-        period_index=step.k,
+        period_index=period_index,
         cycles_paid=state.cycles_paid + 1,
-        current_period_start=step.period_start,
+        current_period_start=current_start,
         current_period_end=period_end,
-        next_attempt_at=period_end,
+        next_attempt_at=next_at,
         episode=None,
     )
-    return Transition(new, (RENEWED, *decision.events))
+    return Transition(new, events)
 
 
 def renewal_failed(state: RenewalState, terms: Terms, now: datetime, *, hard: bool) -> Transition:

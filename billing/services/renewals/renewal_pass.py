@@ -34,6 +34,8 @@ from billing.domain.errors import BillingError
 from billing.domain.events import RENEWAL_EVENTS, GraceEpisode, RenewalSnapshot
 from billing.domain.grace import Episode, GracePolicy
 from billing.domain.renewal import (
+    PERIODS_SKIPPED,
+    CatchUp,
     ChargePeriod,
     CheckDeadline,
     Expire,
@@ -140,12 +142,15 @@ def schedule_of(plan: PlanTerms, anchor: Any, tz: str) -> Schedule:
     return Schedule(plan.type, plan.frequency or 1, anchor, tz)  # type: ignore[arg-type]
 
 
-def terms_of(plan: PlanTerms, sub: ClaimedSubscription, policy: GracePolicy) -> Terms:
-    """Schedule, fixed term and grace policy (`policy_for_plan`) for a subscription on `plan`."""
+def terms_of(
+    plan: PlanTerms, sub: ClaimedSubscription, policy: GracePolicy, catch_up: CatchUp = "skip"
+) -> Terms:
+    """Schedule, fixed term, grace policy (`policy_for_plan`) and catch-up rule for a subscription on `plan`."""
     return Terms(
         schedule=schedule_of(plan, sub.anchor_date, sub.timezone),
         cycles=term_cycles(plan.cycles, plan.auto_renewal),
         policy=policy,
+        catch_up=catch_up,
     )
 
 
@@ -349,7 +354,7 @@ class RenewalPass(LanePass[RenewalSummary]):
                 policy = policies.get(plan.id)
                 if policy is None:
                     policy = policies[plan.id] = policy_for_plan(grace, plan)
-                item.terms = terms_of(plan, sub, policy)
+                item.terms = terms_of(plan, sub, policy, grace.catch_up)
                 item.step = due_step(item.state, item.terms, at)
             except (BillingError, ValueError) as exc:
                 log.error("cannot renew subscription", extra={"subscription": sub.id, "error": str(exc)})
@@ -436,7 +441,7 @@ class RenewalPass(LanePass[RenewalSummary]):
             assert isinstance(item.step, ChargePeriod)
             transition: Transition | None = None
             if result.state == "succeeded":
-                transition = renewed(item.state, item.terms, item.step)
+                transition = renewed(item.state, item.terms, item.step, item.now)
             elif result.state == "failed":
                 transition = renewal_failed(item.state, item.terms, item.now, hard=result.hard)
             charge_events = 0 if result.state == "unknown" else len(result.records)
@@ -506,10 +511,16 @@ class RenewalPass(LanePass[RenewalSummary]):
                 context["decline_code"] = result.decline_code
                 context["hard_decline"] = result.hard
         for offset, event_type in enumerate(transition.events):
+            extra: dict[str, Any] = {}
+            if event_type == PERIODS_SKIPPED and isinstance(item.step, ChargePeriod) and item.terms:
+                extra = {
+                    "skipped_periods": transition.state.period_index - item.step.k,
+                    "skipped_from": due_at(item.terms.schedule, item.step.k + 1),
+                }
             out.append(
                 NewEvent(
                     client_id=item.sub.client_id,
-                    payload=_renewal_event(event_type, item.sub, transition.state, **context),
+                    payload=_renewal_event(event_type, item.sub, transition.state, **context, **extra),
                     created_at=item.now,
                     subscription_id=item.sub.id,
                     sequence=first_sequence + offset,
