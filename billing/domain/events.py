@@ -118,9 +118,11 @@ class SubscriptionRenewed(RenewalSnapshot):
 
 
 class SubscriptionExpired(RenewalSnapshot):
-    """A plan with a fixed number of cycles reached its last one."""
+    """A plan with a fixed number of cycles reached the end of its term (`lastCycleUnpaid` when the
+    last cycle's charge was still failing at the term's end)."""
 
     type: ClassVar[EventType] = "subscription.expired"
+    last_cycle_unpaid: bool | None = None
 
 
 class SubscriptionPaymentFailed(RenewalSnapshot):

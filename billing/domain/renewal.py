@@ -180,7 +180,28 @@ def renewal_failed(state: RenewalState, terms: Terms, now: datetime, *, hard: bo
         before = state.episode
     # An episode that ends here is kept on the row (with this attempt counted) for the record.
     last = replace(before, attempts_made=before.attempts_made + 1, next_attempt_at=None)
-    return _apply(state, decision, now, last_episode=last)
+    return _within_term(_apply(state, decision, now, last_episode=last), terms)
+
+
+def _last_cycle_end(state: RenewalState, terms: Terms) -> datetime | None:
+    """The end of the term when the period being charged is a fixed term's last cycle, else None."""
+    if terms.cycles is None or state.period_index + 1 != terms.cycles - 1:
+        return None
+    return due_at(terms.schedule, terms.cycles)
+
+
+def _within_term(transition: Transition, terms: Terms) -> Transition:
+    """A failing last cycle of a fixed term retries only until the term ends (then `expired`)."""
+    state = transition.state
+    term_end = _last_cycle_end(state, terms)
+    if term_end is None or state.status != "active" or state.episode is None:
+        return transition
+    episode = state.episode
+    if episode.next_attempt_at is not None and episode.next_attempt_at >= term_end:
+        episode = replace(episode, next_attempt_at=None)
+    wake = episode.wake_at
+    next_at = term_end if wake is None or wake > term_end else wake
+    return Transition(replace(state, episode=episode, next_attempt_at=next_at), transition.events)
 
 
 def new_default_card(state: RenewalState, now: datetime) -> Transition | None:
@@ -190,9 +211,24 @@ def new_default_card(state: RenewalState, now: datetime) -> Transition | None:
     return _apply(state, on_new_default_card(state.episode, now), now)
 
 
-def grace_deadline_reached(state: RenewalState, now: datetime) -> Transition:
-    """The worker woke in grace with no retry due: `inactive` once the policy says so."""
+def grace_deadline_reached(state: RenewalState, now: datetime, terms: Terms | None = None) -> Transition:
+    """The worker woke in grace with no retry due: `inactive` once the policy says so.
+
+    In a fixed term's last cycle the term's end comes first: at that instant the subscription
+    is `expired`, its last cycle unpaid (the episode stays on the row for the record).
+    """
     assert state.episode is not None, "only subscriptions in grace have a deadline"
+    term_end = None if terms is None else _last_cycle_end(state, terms)
+    if term_end is not None and now >= term_end:
+        new = replace(
+            state,
+            status="expired",
+            renewal_status="ended",
+            next_attempt_at=None,
+            episode=replace(state.episode, next_attempt_at=None),
+            ended_at=term_end,
+        )
+        return Transition(new, (EXPIRED,))
     return _apply(state, on_deadline(state.episode, now), now)
 
 

@@ -400,7 +400,7 @@ class RenewalPass(LanePass[RenewalSummary]):
             if isinstance(item.step, Expire):
                 transitions[item.sub.id] = (item, expired(item.state, item.now))
             elif isinstance(item.step, CheckDeadline):
-                transitions[item.sub.id] = (item, grace_deadline_reached(item.state, item.now))
+                transitions[item.sub.id] = (item, grace_deadline_reached(item.state, item.now, item.terms))
             elif item.broken or item.terms is None:
                 parked[item.sub.id] = item.now + PARK_AFTER_ERROR
             else:
@@ -512,7 +512,9 @@ class RenewalPass(LanePass[RenewalSummary]):
                 context["hard_decline"] = result.hard
         for offset, event_type in enumerate(transition.events):
             extra: dict[str, Any] = {}
-            if event_type == PERIODS_SKIPPED and isinstance(item.step, ChargePeriod) and item.terms:
+            if event_type == "subscription.expired" and transition.state.episode is not None:
+                extra = {"last_cycle_unpaid": True}
+            elif event_type == PERIODS_SKIPPED and isinstance(item.step, ChargePeriod) and item.terms:
                 extra = {
                     "skipped_periods": transition.state.period_index - item.step.k,
                     "skipped_from": due_at(item.terms.schedule, item.step.k + 1),
