@@ -133,8 +133,9 @@ def due_step(state: RenewalState, terms: Terms, now: datetime) -> Step | None:
 def renewed(state: RenewalState, terms: Terms, step: ChargePeriod, now: datetime | None = None) -> Transition:
     """Period `step.k` was paid at `now`: advance from the schedule (no drift), back to `current`.
 
-    The next look is boundary k+1: another renewal, or the end of a fixed term. When that
-    boundary is already past (a grace episode outlasted the next period), `terms.catch_up`
+    The next look is boundary k+1: another renewal, or the end of a fixed term. When the payment
+    ends a grace episode and that boundary is already past (the episode outlasted the next
+    period), `terms.catch_up`
     decides: "skip" moves on to the period in progress without charging the overdue ones
     (`subscription.periods_skipped`), "charge" charges the next period one retry interval later.
     Never two periods in the same second.
@@ -145,7 +146,10 @@ def renewed(state: RenewalState, terms: Terms, step: ChargePeriod, now: datetime
     current_start = step.period_start
     next_at = period_end
     events: tuple[str, ...] = (RENEWED, *decision.events)
-    if now is not None and period_end <= now and not is_beyond_term(step.k + 1, terms.cycles):
+    overdue = now is not None and period_end <= now and not is_beyond_term(step.k + 1, terms.cycles)
+    # Only a payment that ends a grace episode catches up this way: a worker that was merely late
+    # (down for a day) charges every period it missed, in order, as the schedule says.
+    if overdue and now is not None and state.episode is not None:
         if terms.catch_up == "skip":
             resume, _ = next_renewal_after(terms.schedule, now)
             if terms.cycles is not None:
