@@ -35,6 +35,7 @@ EventType = Literal[
     "charge.failed",
     "charge.unknown",
     "batch.completed",
+    "payment_method.expiring",
 ]
 
 
@@ -191,6 +192,21 @@ class BatchCompleted(EventPayload):
     completed_at: Instant
 
 
+class PaymentMethodExpiring(EventPayload):
+    """A subscription's default card expires within its plan's `daysNotifyExpiringCard` days (once per card)."""
+
+    type: ClassVar[EventType] = "payment_method.expiring"
+
+    payment_method_id: str
+    subscription_id: str
+    user_id: str
+    brand: str | None
+    last4: str | None
+    exp_month: int
+    exp_year: int
+    expires_at: Instant
+
+
 RENEWAL_EVENTS: dict[str, type[RenewalSnapshot]] = {
     model.type: model
     for model in (
@@ -210,6 +226,7 @@ EVENT_MODELS: tuple[type[EventPayload], ...] = (
     *RENEWAL_EVENTS.values(),
     *CHARGE_EVENTS.values(),
     BatchCompleted,
+    PaymentMethodExpiring,
 )
 
 

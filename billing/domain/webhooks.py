@@ -9,8 +9,8 @@ from typing import get_args
 
 from billing.domain.events import EventType
 
-ANNOUNCED_TYPES: tuple[str, ...] = ("charge.settled", "payment_method.expiring")
-"""Types of the published contract that no writer emits yet (settlement, card expiry notices):
+ANNOUNCED_TYPES: tuple[str, ...] = ("charge.settled",)
+"""Types of the published contract that no writer emits yet (settlement):
 endpoints may subscribe to them ahead of time."""
 
 EVENT_TYPES: tuple[str, ...] = (*get_args(EventType), *ANNOUNCED_TYPES)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from billing.domain.errors import BillingError
+from billing.services.notifications.expiring_cards import run_expiring_cards
 from billing.services.renewals import RenewalPass, RenewalSummary
 from billing.services.runtime import Runtime
 from billing.store import claims
@@ -104,6 +105,8 @@ async def advance_clock(
                 "SERVICE_UNAVAILABLE",
                 message="The processor is not answering; the clock stopped where it was. Retry later.",
             )
+    # Card-expiry notices the client would have had by the target (at most one per card).
+    await run_expiring_cards(runtime, identity, client_id=client_id, now_of=lambda _: target)
     offset = math.ceil((target - runtime.clock.now()).total_seconds())
     async with transaction(runtime.sessions) as session:
         await move_clock_forward(session, client_id, offset)
