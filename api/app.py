@@ -15,6 +15,7 @@ from api.auth import authenticate_request, provide_merchant
 from api.controllers import auth as auth_routes
 from api.controllers.charges import ChargesController
 from api.controllers.health import health
+from api.controllers.notifications import NotificationSettingsController, SubscriptionNotificationsController
 from api.controllers.payment_methods import PaymentMethodsController
 from api.controllers.plans import PlansController
 from api.controllers.sandbox import SandboxClockController
@@ -43,6 +44,7 @@ def _route_handlers() -> list[Any]:
     handlers += [PlansController, create_transaction, SubscriptionsController, PaymentMethodsController]
     handlers.append(SandboxClockController)
     handlers += [WebhookEndpointsController, EventsController]
+    handlers += [NotificationSettingsController, SubscriptionNotificationsController]
     return handlers
 
 

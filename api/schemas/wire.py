@@ -137,6 +137,12 @@ Text = Annotated[
 ]
 """A JSON string with at least one non-space character and no control characters (leading and
 trailing spaces are dropped)."""
+Line = Annotated[
+    str,
+    BeforeValidator(_json_string),
+    StringConstraints(strip_whitespace=True, min_length=1, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$"),
+]
+"""Text on one line: no line break or tab either (identifiers that may end up near a mail header)."""
 Integer = Annotated[int, BeforeValidator(_json_integer)]
 """A JSON integer (3 or 3.0; not a string of digits, not 3.5, not a boolean)."""
 

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
+from sqlmodel import col
+from sqlmodel import select as select_rows
 
 from billing.domain.notifications import EVENT_TEMPLATES, RETRY_FAILED, template_of
 from billing.store.bulk import is_postgres
@@ -285,18 +287,13 @@ async def notifications_of_subscription(
     session: Session, client_id: str, subscription_id: str, *, limit: int = 200
 ) -> list[Notification]:
     """The e-mails of one subscription, oldest first."""
-    result = await session.execute(
-        select(Notification)
-        .where(
-            and_(
-                Notification.client_id == client_id,  # type: ignore[arg-type]
-                Notification.subscription_id == subscription_id,  # type: ignore[arg-type]
-            )
-        )
-        .order_by(Notification.occurred_at, Notification.id)  # type: ignore[arg-type]
+    query = (
+        select_rows(Notification)
+        .where(col(Notification.client_id) == client_id, col(Notification.subscription_id) == subscription_id)
+        .order_by(col(Notification.occurred_at), col(Notification.id))
         .limit(limit)
     )
-    return list(result.scalars().all())
+    return list((await session.exec(query)).all())
 
 
 @dataclass(frozen=True, slots=True)
