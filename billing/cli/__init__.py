@@ -24,6 +24,7 @@ COMMANDS = {
     "policy": "billing.cli.policy:policy_group",
     "sandbox": "billing.cli.sandbox:sandbox_group",
     "webhooks": "billing.cli.webhooks:webhooks_group",
+    "notifications": "billing.cli.notifications:notifications_group",
 }
 
 

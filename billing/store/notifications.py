@@ -377,3 +377,40 @@ async def largest_clock_offset(session: Session, client_id: str | None) -> int:
         query = query.where(_CLIENT.c.id == client_id)
     conn = await session.connection()
     return int((await conn.execute(query)).scalar() or 0)
+
+
+async def subscription_for_preview(session: Session, subscription_id: str) -> dict[str, Any] | None:
+    """A subscription with its plan, default card and client, as the preview renders it."""
+    conn = await session.connection()
+    row = (
+        await conn.execute(
+            select(
+                _SUB.c.id,
+                _SUB.c.client_id,
+                _SUB.c.user_id,
+                _SUB.c.notification_email,
+                _SUB.c.plan_id,
+                _SUB.c.current_period_end,
+                _SUB.c.grace_retry_at,
+                _SUB.c.grace_deadline,
+                _SUB.c.ended_at,
+                _PLAN.c.name.label("plan_name"),
+                _PLAN.c.amount_minor,
+                _PLAN.c.currency,
+                _PM.c.brand,
+                _PM.c.last4,
+                _PM.c.exp_month,
+                _PM.c.exp_year,
+                _CLIENT.c.name.label("client_name"),
+                _CLIENT.c.timezone,
+                _CLIENT.c.clock_offset_seconds,
+            )
+            .select_from(
+                _SUB.join(_PLAN, _PLAN.c.id == _SUB.c.plan_id)
+                .join(_CLIENT, _CLIENT.c.id == _SUB.c.client_id)
+                .outerjoin(_PM, _PM.c.id == _SUB.c.default_payment_method_id)
+            )
+            .where(_SUB.c.id == subscription_id)
+        )
+    ).first()
+    return dict(row._mapping) if row is not None else None
