@@ -296,6 +296,15 @@ async def notifications_of_subscription(
     return list((await session.exec(query)).all())
 
 
+def _subscription_plan_card_client() -> Any:
+    """A subscription with its plan, client and default card (none: NULL card columns)."""
+    return (
+        _SUB.join(_PLAN, _PLAN.c.id == _SUB.c.plan_id)
+        .join(_CLIENT, _CLIENT.c.id == _SUB.c.client_id)
+        .outerjoin(_PM, _PM.c.id == _SUB.c.default_payment_method_id)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class CardOnFile:
     """A default card of an active subscription whose plan asks for expiry notices."""
@@ -331,11 +340,7 @@ async def cards_not_yet_notified(
             _CLIENT.c.timezone,
             _CLIENT.c.clock_offset_seconds,
         )
-        .select_from(
-            _SUB.join(_PM, _PM.c.id == _SUB.c.default_payment_method_id)
-            .join(_PLAN, _PLAN.c.id == _SUB.c.plan_id)
-            .join(_CLIENT, _CLIENT.c.id == _SUB.c.client_id)
-        )
+        .select_from(_subscription_plan_card_client())
         .where(
             _SUB.c.status == "active",
             _PM.c.status == "active",
@@ -405,11 +410,7 @@ async def subscription_for_preview(session: Session, subscription_id: str) -> di
                 _CLIENT.c.timezone,
                 _CLIENT.c.clock_offset_seconds,
             )
-            .select_from(
-                _SUB.join(_PLAN, _PLAN.c.id == _SUB.c.plan_id)
-                .join(_CLIENT, _CLIENT.c.id == _SUB.c.client_id)
-                .outerjoin(_PM, _PM.c.id == _SUB.c.default_payment_method_id)
-            )
+            .select_from(_subscription_plan_card_client())
             .where(_SUB.c.id == subscription_id)
         )
     ).first()
