@@ -214,7 +214,7 @@ async def claim_due(
     session: Session, *, owner: str, now: datetime, lease_until: datetime, limit: int
 ) -> list[DueNotification]:
     """Lease up to `limit` e-mails that are due (never sent, or their retry time came)."""
-    query = select(_NOTE.c.id).where(*_sendable(now)).order_by(_NOTE.c.next_attempt_at, _NOTE.c.id)
+    query = select(_NOTE.c.id).where(*_sendable(now)).order_by(_NOTE.c.occurred_at, _NOTE.c.id)
     query = query.limit(limit)
     if is_postgres(session):
         query = query.with_for_update(skip_locked=True)
@@ -245,7 +245,7 @@ async def claim_due(
         )
         .select_from(_NOTE.join(_CLIENT, _CLIENT.c.id == _NOTE.c.client_id))
         .where(_NOTE.c.id.in_(ids))
-        .order_by(_NOTE.c.id)
+        .order_by(_NOTE.c.occurred_at, _NOTE.c.id)
     )
     return [DueNotification(**row._mapping) for row in rows]
 

@@ -119,12 +119,18 @@ class Mailer:
         if not due:
             return 0
         gate = asyncio.Semaphore(self.settings.concurrency)
+        # One recipient's e-mails go one after another, in the order their events happened (a
+        # "payment received" never overtakes the "payment failed" before it); recipients in parallel.
+        by_recipient: dict[str, list[store.DueNotification]] = {}
+        for item in due:
+            by_recipient.setdefault(item.to_address, []).append(item)
 
-        async def attempt(item: store.DueNotification) -> store.SendOutcome:
+        async def send_in_order(items: list[store.DueNotification]) -> list[store.SendOutcome]:
             async with gate:
-                return await self._attempt(item)
+                return [await self._attempt(item) for item in items]
 
-        outcomes = await asyncio.gather(*(attempt(item) for item in due))
+        batches = await asyncio.gather(*(send_in_order(items) for items in by_recipient.values()))
+        outcomes = [outcome for batch in batches for outcome in batch]
         async with transaction(self.runtime.sessions) as session:
             await store.record_outcomes(session, self.identity, outcomes)
         return len(due)

@@ -117,3 +117,36 @@ async def test_turned_off_types_and_empty_email_send_nothing(
 def _spanish(instant: datetime) -> str:
     """The local day (America/Guatemala) as the Spanish templates spell it."""
     return spoken_date(instant.astimezone(ZoneInfo("America/Guatemala")).date(), "es")
+
+
+async def test_a_new_default_card_recovers_and_says_so(
+    merchant: Any, runtime: Any, smtp_server: SmtpServer
+) -> None:
+    """First failure (subPayProblem), then a good card set as default: the retry pays, paymentRecovered."""
+    plan = await create_plan(
+        merchant, name="Pro", amount=29.9, trialDays=7, dailyAttempts=3, intervalAttempt=24
+    )
+    enrolled = await enrol(merchant, plan["id"], number=CHARGES_DECLINE, notificationEmail="ada@example.com")
+    sub = enrolled["subscription"]
+    await _advance(merchant, _at(sub["nextRenewalDate"]))
+    good = {"number": "4242424242424242", "expMonth": 11, "expYear": 2031, "cvv": "123", "holderName": "Ada"}
+    added = data_of(
+        await merchant.post(
+            "/v1/subscriptions/payment-methods",
+            json={"tokenizeData": {"userId": "user-1", "processorId": "sandbox", "cardInfo": good}},
+        ),
+        201,
+    )
+    data_of(
+        await merchant.put(
+            "/v1/subscriptions/payment-methods/set-default",
+            json={"subscriptionId": sub["id"], "paymentMethodId": added["id"]},
+        )
+    )
+    data_of(await merchant.post("/v1/sandbox/clock", json={"advanceSeconds": 60}))
+    await Mailer(runtime, "test-mailer").run_until_idle()
+    subjects = [m.message["Subject"] for m in smtp_server.received]
+    assert subjects == ["No pudimos cobrar tu suscripción Pro", "Recibimos tu pago de Pro"]
+    recovered = smtp_server.received[1].text
+    assert "29.90 USD" in recovered
+    assert "terminada en 4242" in recovered
