@@ -125,3 +125,33 @@ async def test_billing_runs_while_smtp_is_down(merchant: Any, runtime: Any, smtp
     detail = data_of(await merchant.get(f"/v1/subscriptions/detail/{sub_id}"))
     assert detail["renewalStatus"] == "in_grace"
     assert (await _row(runtime)).status == "pending"
+
+
+async def test_the_password_never_reaches_logs_or_the_stored_error(
+    merchant: Any, runtime: Any, smtp_server: SmtpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The loopback server offers no AUTH: the attempt fails, is kept for a retry, and says why without
+    the password."""
+    from billing.outbound.smtp_mail import MailSender, SmtpConfig
+
+    await _queued_email(merchant)
+    password = "pw-" + "x7Q2" * 4
+    sender = MailSender(
+        SmtpConfig(
+            host="127.0.0.1",
+            port=smtp_server.port,
+            username="billing",
+            password=password,
+            starttls=False,
+            tls=False,
+            timeout=3.0,
+        )
+    )
+    caplog.set_level("DEBUG")
+    await Mailer(runtime, "test-mailer", sender=sender).run_until_idle()
+    row = await _row(runtime)
+    assert row.status == "pending"
+    assert row.last_error
+    assert password not in row.last_error
+    assert password not in caplog.text
+    assert smtp_server.received == []
