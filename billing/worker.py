@@ -21,6 +21,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from billing.services.enrolment import run_recovery
 from billing.services.idempotency import purge_pass as purge_idempotency_records
 from billing.services.notifications import Mailer, run_expiring_cards
+from billing.services.notifications.sending import purge_pass as purge_notifications
 from billing.services.ondemand import run_ondemand
 from billing.services.pass_control import stop_when
 from billing.services.renewals import run_reconciliation, run_renewals
@@ -47,6 +48,7 @@ def registered_passes() -> list[tuple[str, Pass]]:
     passes.append(("charge-reconciliation", run_reconciliation))
     passes.append(("idempotency-purge", purge_idempotency_records))  # housekeeping, last
     passes.append(("event-purge", purge_events))
+    passes.append(("notification-purge", purge_notifications))
     return passes
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlmodel import col
 from sqlmodel import select as select_rows
 
@@ -415,3 +415,11 @@ async def subscription_for_preview(session: Session, subscription_id: str) -> di
         )
     ).first()
     return dict(row._mapping) if row is not None else None
+
+
+async def purge_finished(session: Session, *, before: datetime, limit: int) -> int:
+    """Delete up to `limit` sent or abandoned e-mails whose event happened before `before`."""
+    conn = await session.connection()
+    ids = select(_NOTE.c.id).where(_NOTE.c.status != "pending", _NOTE.c.occurred_at < before).limit(limit)
+    done = await conn.execute(delete(_NOTE).where(_NOTE.c.id.in_(ids.scalar_subquery())))
+    return int(done.rowcount or 0)

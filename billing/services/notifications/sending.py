@@ -214,3 +214,19 @@ class Mailer:
             reply_to=choices.reply_to,
         )
         return compose(mail, to=item.to_address, sender=sender, message_id=item.id, date=now)
+
+
+PURGE_BATCH = 500
+
+
+async def purge_pass(runtime: Runtime, identity: str) -> int:
+    """Delete finished e-mails kept as long as events (`webhooks.event_retention_days`); housekeeping."""
+    del identity
+    before = runtime.clock.now() - timedelta(days=runtime.settings.webhooks.event_retention_days)
+    total = 0
+    while True:
+        async with transaction(runtime.sessions) as session:
+            removed = await store.purge_finished(session, before=before, limit=PURGE_BATCH)
+        total += removed
+        if removed < PURGE_BATCH:
+            return total

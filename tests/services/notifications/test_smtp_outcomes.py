@@ -155,3 +155,16 @@ async def test_the_password_never_reaches_logs_or_the_stored_error(
     assert password not in row.last_error
     assert password not in caplog.text
     assert smtp_server.received == []
+
+
+async def test_finished_emails_are_purged_with_the_events_retention(
+    merchant: Any, runtime: Any, clock: Any, smtp_server: SmtpServer
+) -> None:
+    from billing.services.notifications.sending import purge_pass
+
+    await _queued_email(merchant)
+    await Mailer(runtime, "test-mailer").run_until_idle()
+    assert (await _row(runtime)).status == "sent"
+    assert await purge_pass(runtime, "test") == 0  # kept while recent
+    clock.advance(timedelta(days=runtime.settings.webhooks.event_retention_days + 40))
+    assert await purge_pass(runtime, "test") == 1
