@@ -105,6 +105,8 @@ async def queue_for_events(session: Session, events: Sequence[Mapping[str, Any]]
                 _SUB.c.notification_email,
                 _SUB.c.plan_id,
                 _SUB.c.current_period_end,
+                _SUB.c.grace_retry_at,
+                _SUB.c.grace_deadline,
                 _PLAN.c.name.label("plan_name"),
                 _PLAN.c.amount_minor,
                 _PLAN.c.currency,
@@ -173,8 +175,10 @@ def _context(event: Mapping[str, Any], sub: Any) -> dict[str, Any]:
         "last4": payload.get("last4", sub.last4),
         "attempt": payload.get("attempt"),
         "declineCode": payload.get("declineCode"),
-        "nextRetryAt": grace.get("nextRetryAt"),
-        "graceEndsAt": grace.get("windowEndsAt"),
+        # A failed retry's charge.failed carries no episode: the subscription row, already written
+        # in this transaction, does.
+        "nextRetryAt": grace.get("nextRetryAt") or _iso_or_none(sub.grace_retry_at),
+        "graceEndsAt": grace.get("windowEndsAt") or _iso_or_none(sub.grace_deadline),
         "nextRenewalDate": payload.get("currentPeriodEnd")
         or (sub.current_period_end.isoformat() if sub.current_period_end else None),
         "endedAt": payload.get("endedAt"),
@@ -185,6 +189,10 @@ def _context(event: Mapping[str, Any], sub: Any) -> dict[str, Any]:
         if key in payload:
             context[key] = payload[key]
     return context
+
+
+def _iso_or_none(instant: datetime | None) -> str | None:
+    return instant.isoformat() if instant is not None else None
 
 
 @dataclass(frozen=True, slots=True)

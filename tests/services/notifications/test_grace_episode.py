@@ -83,7 +83,7 @@ async def test_each_attempt_setting_adds_one_email_per_failed_retry(
             json={"eachAttempt": True, "locale": "en", "senderName": "Acme Billing"},
         )
     )
-    sub_id, _ = await _walk_episode(merchant, runtime, smtp_server)
+    sub_id, times = await _walk_episode(merchant, runtime, smtp_server)
     subjects = [m.message["Subject"] for m in smtp_server.received]
     assert subjects == [
         "We could not charge your card for Pro",
@@ -92,6 +92,11 @@ async def test_each_attempt_setting_adds_one_email_per_failed_retry(
         "Your Pro subscription has been suspended",
     ]
     assert smtp_server.received[0].message["From"] == "Acme Billing <billing@shop.example>"
+    # The second attempt's e-mail names the third attempt's date (a day later, in English).
+    second, third = times[1], times[2]
+    assert second + timedelta(hours=24) == third
+    third_day = third.astimezone(ZoneInfo("America/Guatemala")).date()
+    assert spoken_date(third_day, "en") in smtp_server.received[1].text
     listed = data_of(await merchant.get(f"/v1/subscriptions/{sub_id}/notifications"))
     assert [(n["template"], n["status"], n["attempts"]) for n in listed] == [
         ("subPayProblem", "sent", 1),
