@@ -16,6 +16,7 @@ from api.controllers import auth as auth_routes
 from api.controllers.charges import ChargesController
 from api.controllers.health import health
 from api.controllers.inbound import INBOUND_ROUTES
+from api.controllers.notifications import NotificationSettingsController, SubscriptionNotificationsController
 from api.controllers.payment_methods import PaymentMethodsController
 from api.controllers.plans import PlansController
 from api.controllers.refunds import ChargeRefundsController
@@ -47,6 +48,7 @@ def _route_handlers() -> list[Any]:
     handlers.append(SandboxClockController)
     handlers += [WebhookEndpointsController, EventsController]
     handlers += INBOUND_ROUTES
+    handlers += [NotificationSettingsController, SubscriptionNotificationsController]
     return handlers
 
 

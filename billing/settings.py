@@ -240,12 +240,27 @@ class InboundSettings(_Section):
 
 
 class SmtpSettings(_Section):
-    host: str | None = None
+    host: str | None = Field(None, description="SMTP server; unset: e-mails stay queued, nothing is sent")
     port: int = Field(25, ge=1, le=65535)
     username: str | None = None
     password: SecretStr | None = None
-    starttls: bool = False
+    starttls: bool = Field(False, description="Upgrade a plain connection with STARTTLS (port 587)")
+    tls: bool = Field(False, description="TLS from the first byte (port 465)")
+    timeout_seconds: float = Field(30.0, gt=0, le=300, description="Bound of one connection and send")
     sender: str = "billing@localhost"
+    sender_name: str | None = Field(None, description="Display name of the sender; a client's own wins")
+
+
+class NotificationSettings(_Section):
+    templates_dir: Path | None = Field(
+        None, description="Operator templates ({locale}/{template}.txt|.html) that win over the built-in ones"
+    )
+    interval_seconds: float = Field(5.0, gt=0, le=3600, description="How often the worker sends e-mails")
+    batch_size: int = Field(50, ge=1, le=1000, description="E-mails one round leases")
+    concurrency: int = Field(4, ge=1, le=64, description="SMTP sessions in flight per worker")
+    backoff_base_seconds: float = Field(60.0, gt=0, le=3600, description="Ceiling of the first retry's delay")
+    backoff_max_seconds: float = Field(6 * 3600.0, gt=0, le=24 * 3600, description="Largest retry delay")
+    give_up_after_hours: float = Field(72.0, gt=0, le=30 * 24, description="Then the e-mail is abandoned")
 
 
 class Settings(BaseSettings):
@@ -267,6 +282,7 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = SmtpSettings()
     settlement: SettlementSettings = SettlementSettings()
     inbound: InboundSettings = InboundSettings()
+    notifications: NotificationSettings = NotificationSettings()
 
     @field_validator("default_timezone")
     @classmethod

@@ -12,7 +12,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -21,6 +21,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from billing.services.enrolment import run_recovery
 from billing.services.idempotency import purge_pass as purge_idempotency_records
 from billing.services.inbound import run_deferred_notifications
+from billing.services.notifications import Mailer, run_expiring_cards
+from billing.services.notifications.sending import purge_pass as purge_notifications
 from billing.services.ondemand import run_ondemand
 from billing.services.pass_control import stop_when
 from billing.services.refunds import run_refund_reconciliation
@@ -50,6 +52,7 @@ def registered_passes() -> list[tuple[str, Pass]]:
     passes.append(("deferred-notifications", run_deferred_notifications))
     passes.append(("idempotency-purge", purge_idempotency_records))  # housekeeping, last
     passes.append(("event-purge", purge_events))
+    passes.append(("notification-purge", purge_notifications))
     return passes
 
 
@@ -64,6 +67,15 @@ async def run_pass_once(runtime: Runtime, identity: str | None = None) -> dict[s
             log.exception("pass failed", extra={"pass": name})
             results[name] = None
     return results
+
+
+def _every(
+    scheduler: AsyncIOScheduler, job: Callable[[], Awaitable[None]], seconds: float, name: str
+) -> None:
+    """Run `job` now and every `seconds` (one instance at a time)."""
+    scheduler.add_job(
+        job, IntervalTrigger(seconds=seconds), id=name, replace_existing=True, next_run_time=datetime.now(UTC)
+    )
 
 
 @asynccontextmanager
@@ -90,13 +102,7 @@ async def scheduler_running(runtime: Runtime, identity: str | None = None) -> As
             if task is not None:
                 in_flight.discard(task)
 
-    scheduler.add_job(
-        tick,
-        IntervalTrigger(seconds=runtime.settings.worker.interval_seconds),
-        id="billing-tick",
-        replace_existing=True,
-        next_run_time=datetime.now(UTC),
-    )
+    _every(scheduler, tick, runtime.settings.worker.interval_seconds, "billing-tick")
     # Webhook deliveries have their own job: a round starts sends as tasks and returns, so a slow
     # receiver never delays the billing tick, and the tick never delays deliveries.
     deliverer = Deliverer(runtime, identity)
@@ -109,13 +115,24 @@ async def scheduler_running(runtime: Runtime, identity: str | None = None) -> As
         except Exception:
             log.exception("webhook round failed")
 
-    scheduler.add_job(
-        deliver,
-        IntervalTrigger(seconds=runtime.settings.webhooks.interval_seconds),
-        id="billing-webhooks",
-        replace_existing=True,
-        next_run_time=datetime.now(UTC),
-    )
+    _every(scheduler, deliver, runtime.settings.webhooks.interval_seconds, "billing-webhooks")
+    # E-mails have their own job too (an SMTP server that hangs only delays e-mails), and the
+    # card-expiry notices a daily one; the database decides what is due for both.
+    mailer = Mailer(runtime, identity)
+
+    async def send_mail() -> None:
+        if stopping.is_set():
+            return
+        try:
+            await mailer.round()
+            if (today := runtime.clock.now().date()) != last_card_pass[0]:
+                last_card_pass[0] = today
+                await run_expiring_cards(runtime, identity)
+        except Exception:
+            log.exception("notification round failed")
+
+    last_card_pass: list[date | None] = [None]
+    _every(scheduler, send_mail, runtime.settings.notifications.interval_seconds, "billing-notifications")
     scheduler.start()
     log.info(
         "worker started", extra={"identity": identity, "interval": runtime.settings.worker.interval_seconds}

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from api.schemas.cards import CardInfoIn
-from api.schemas.wire import OutModel, Text, WireModel
+from api.schemas.wire import Line, OutModel, Text, WireModel
 from billing.services.payment_methods import NewPaymentMethod
 from billing.store.models import PaymentMethod
 
@@ -16,7 +16,7 @@ from billing.store.models import PaymentMethod
 class TokenizeDataIn(WireModel):
     """A card for a cardholder: a processor token as `cardId`, or raw card data as `cardInfo`."""
 
-    user_id: Text = Field(max_length=200)
+    user_id: Line = Field(max_length=200)
     client_id: Text | None = Field(None, description="Your client id; must match the token when sent.")
     processor_id: Text = Field(description="An installed processor slug: sandbox, stripe.")
     card_id: Text | None = Field(
@@ -49,7 +49,7 @@ class RemovePaymentMethodIn(WireModel):
     """`DELETE /v1/subscriptions/payment-methods`."""
 
     payment_method_id: Text
-    user_id: Text | None = Field(None, description="When sent, the card must belong to this cardholder.")
+    user_id: Line | None = Field(None, description="When sent, the card must belong to this cardholder.")
     client_id: Text | None = Field(None, description="Your client id; must match the token when sent.")
 
 

@@ -17,7 +17,7 @@ from pydantic import Field
 from api.schemas.cards import CardInfoIn
 from api.schemas.payment_methods import PaymentMethodOut, payment_method_out
 from api.schemas.refunds import RefundOut, refund_out
-from api.schemas.wire import Amount, CurrencyOut, Email, Flag, OutModel, Text, WireModel
+from api.schemas.wire import Amount, CurrencyOut, Email, Flag, Line, OutModel, Text, WireModel
 from billing.domain.errors import BillingError
 from billing.domain.money import from_minor
 from billing.services.enrolment import VerifyCardRequest
@@ -36,7 +36,7 @@ class VerifyCardIn(WireModel):
     card_info: CardInfoIn
     should_create_subscription: Flag = Field(False, description="Enrol the cardholder in planUid.")
     plan_uid: Text | None = Field(None, description="Required with shouldCreateSubscription.")
-    user_id: Text | None = Field(None, description="Defaults to the transaction's userId (must match it).")
+    user_id: Line | None = Field(None, description="Defaults to the transaction's userId (must match it).")
     notification_email: Email | None = None
     alias: Text | None = Field(None, max_length=100, description="A name for the saved card.")
     client_id: Text | None = Field(None, description="Your client id; must match the token when sent.")

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from api.schemas.wire import Amount, Currency, CurrencyOut, Money, OutModel, Text, WireModel
+from api.schemas.wire import Amount, Currency, CurrencyOut, Line, Money, OutModel, Text, WireModel
 from billing.domain.money import from_minor
 from billing.store.models import Transaction
 
@@ -17,7 +17,7 @@ class TransactionIn(WireModel):
 
     amount: Money
     currency: Currency
-    user_id: Text = Field(
+    user_id: Line = Field(
         max_length=200, description="The cardholder in your system.", examples=["cardholder-42"]
     )
     external_id: Text | None = Field(

@@ -128,15 +128,26 @@ def _email(value: Any) -> Any:
 # Printable text: no C0 control character or DEL, except tab, line feed and carriage return
 # (api/input_hygiene.py refuses them at the edge; the pattern publishes the rule).
 _PRINTABLE = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+# A visible character, spelled out rather than `\S`: regex engines (and schema-driven generators)
+# disagree on whether `\s` covers Unicode spaces such as U+00A0, which Python's strip() removes.
+_VISIBLE = r"[^\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 Text = Annotated[
     str,
     BeforeValidator(_json_string),
     StringConstraints(
-        strip_whitespace=True, min_length=1, pattern=rf"^{_PRINTABLE}*[^\s\x00-\x1f\x7f]{_PRINTABLE}*$"
+        strip_whitespace=True, min_length=1, pattern=rf"^{_PRINTABLE}*{_VISIBLE}{_PRINTABLE}*$"
     ),
 ]
 """A JSON string with at least one non-space character and no control characters (leading and
 trailing spaces are dropped)."""
+Line = Annotated[
+    str,
+    BeforeValidator(_json_string),
+    StringConstraints(
+        strip_whitespace=True, min_length=1, pattern=rf"^[^\x00-\x1f\x7f]*{_VISIBLE}[^\x00-\x1f\x7f]*$"
+    ),
+]
+"""Text on one line: no line break or tab either (identifiers that may end up near a mail header)."""
 Integer = Annotated[int, BeforeValidator(_json_integer)]
 """A JSON integer (3 or 3.0; not a string of digits, not 3.5, not a boolean)."""
 

@@ -25,6 +25,7 @@ COMMANDS = {
     "sandbox": "billing.cli.sandbox:sandbox_group",
     "settlements": "billing.cli.settlements:settlements_group",
     "webhooks": "billing.cli.webhooks:webhooks_group",
+    "notifications": "billing.cli.notifications:notifications_group",
 }
 
 

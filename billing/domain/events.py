@@ -40,6 +40,7 @@ EventType = Literal[
     "charge.settled",
     "charge.disputed_outcome",
     "batch.completed",
+    "payment_method.expiring",
 ]
 
 
@@ -267,6 +268,21 @@ class SubscriptionPeriodsSkipped(RenewalSnapshot):
     skipped_from: Instant
 
 
+class PaymentMethodExpiring(EventPayload):
+    """A subscription's default card expires within its plan's `daysNotifyExpiringCard` days (once per card)."""
+
+    type: ClassVar[EventType] = "payment_method.expiring"
+
+    payment_method_id: str
+    subscription_id: str
+    user_id: str
+    brand: str | None
+    last4: str | None
+    exp_month: int
+    exp_year: int
+    expires_at: Instant
+
+
 RENEWAL_EVENTS: dict[str, type[RenewalSnapshot]] = {
     model.type: model
     for model in (
@@ -291,6 +307,7 @@ EVENT_MODELS: tuple[type[EventPayload], ...] = (
     ChargeSettled,
     ChargeDisputedOutcome,
     BatchCompleted,
+    PaymentMethodExpiring,
 )
 
 

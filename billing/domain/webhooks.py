@@ -9,9 +9,9 @@ from typing import get_args
 
 from billing.domain.events import EventType
 
-ANNOUNCED_TYPES: tuple[str, ...] = ("payment_method.expiring",)
-"""Types of the published contract that no writer emits yet (card expiry notices): endpoints may
-subscribe to them ahead of time."""
+ANNOUNCED_TYPES: tuple[str, ...] = ()
+"""Types of the published contract that no writer emits yet: endpoints may subscribe to them
+ahead of time. Every type is emitted today."""
 
 EVENT_TYPES: tuple[str, ...] = (*get_args(EventType), *ANNOUNCED_TYPES)
 """Every event type an endpoint may subscribe to (SPEC section 7)."""

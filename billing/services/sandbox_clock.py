@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from billing.domain.errors import BillingError
+from billing.services.notifications.expiring_cards import run_expiring_cards
 from billing.services.renewals import RenewalPass, RenewalSummary
 from billing.services.runtime import Runtime
 from billing.store import claims
@@ -91,6 +92,8 @@ async def advance_clock(
     ran = RenewalSummary()
     for _ in range(MAX_CONCURRENT_RESTARTS):
         await _run_due(runtime, step, ran, client_id, start=current, target=target)
+        # Card-expiry notices the client would have had by the target (at most one per card).
+        await run_expiring_cards(runtime, identity, client_id=client_id, now_of=_always_at(target))
         if advance_seconds is not None:
             offset = found.offset_seconds + math.ceil(advance_seconds)
         else:
@@ -153,6 +156,10 @@ async def _run_due(
                 "SERVICE_UNAVAILABLE",
                 message="The processor is not answering; the clock stopped where it was. Retry later.",
             )
+
+
+def _always_at(instant: datetime) -> Callable[[object], datetime]:
+    return lambda _: instant
 
 
 def _always(instant: datetime) -> Callable[[], datetime]:

@@ -20,6 +20,7 @@ from billing.store.bulk import Column, insert_rows, is_postgres, json_text
 from billing.store.engine import Session
 from billing.store.ids import new_id
 from billing.store.models import Event, Subscription
+from billing.store.notifications import queue_for_events
 
 _EVENT = Event.metadata.tables["event"]
 _SUBSCRIPTION = Subscription.metadata.tables["subscription"]
@@ -84,7 +85,10 @@ async def reserve_sequences(session: Session, counts: Mapping[str, int]) -> dict
 
 
 async def insert_events(session: Session, events: Sequence[NewEvent]) -> list[str]:
-    """Insert events as given (sequences already assigned); returns their ids in order."""
+    """Insert events as given (sequences already assigned); returns their ids in order.
+
+    The e-mails they call for are queued in the same transaction (`store.notifications`).
+    """
     if not events:
         return []
     rows = [event.row() for event in events]
@@ -109,9 +113,10 @@ async def insert_events(session: Session, events: Sequence[NewEvent]) -> list[st
                 name if name != "payload" else "CAST(payload AS jsonb)" for name, _ in _EVENT_COLUMNS
             ],
         )
-        return [row["id"] for row in rows]
-    conn = await session.connection()
-    await conn.execute(insert(_EVENT), rows)
+    else:
+        conn = await session.connection()
+        await conn.execute(insert(_EVENT), rows)
+    await queue_for_events(session, rows)
     return [row["id"] for row in rows]
 
 

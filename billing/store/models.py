@@ -440,26 +440,47 @@ class WebhookDelivery(SQLModel, table=True):
 
 
 class Notification(SQLModel, table=True):
-    """An e-mail to a subscription's notificationEmail, sent from the outbox."""
+    """An e-mail to a subscription's notificationEmail, written with the event that caused it and
+    sent by the notification pass, retried with backoff until sent or abandoned."""
 
     __tablename__ = "notification"
     __table_args__ = (
         sa.Index("ix_notification_due", "status", "next_attempt_at"),
+        sa.Index("ix_notification_subscription", "client_id", "subscription_id", "occurred_at"),
         sa.UniqueConstraint("client_id", "event_id"),
     )
 
     id: str = Field(primary_key=True, max_length=ID)
     client_id: str = Field(foreign_key="client.id", max_length=ID)
-    event_id: str | None = Field(default=None, max_length=ID)
+    event_id: str = Field(max_length=ID)  # the event that caused it: one e-mail per event
+    subscription_id: str | None = Field(default=None, max_length=ID)
     template: str = Field(max_length=64)  # subPayProblem | subscriptionSuspended | cardExpiring ...
     to_address: str = Field(max_length=320)
     context: dict[str, Any] = Field(default_factory=dict, sa_type=JSONColumn)
     status: str = Field(default="pending", max_length=16)  # pending | sent | abandoned
     attempts: int = 0
     next_attempt_at: datetime | None = None
+    last_attempt_at: datetime | None = None
     last_error: str | None = Field(default=None, max_length=500)
-    created_at: datetime
+    lease_owner: str | None = Field(default=None, max_length=200)
+    lease_until: datetime | None = None
+    occurred_at: datetime  # the event's time (the client's clock: sandbox clocks run ahead)
+    first_attempt_at: datetime | None = None  # real time; retries stop 3 days later
     sent_at: datetime | None = None
+
+
+class NotificationSetting(SQLModel, table=True):
+    """A client's e-mail notification choices; no row means the defaults."""
+
+    __tablename__ = "notification_setting"
+
+    client_id: str = Field(primary_key=True, foreign_key="client.id", max_length=ID)
+    disabled: list[str] = Field(default_factory=list, sa_type=JSONColumn)  # template names turned off
+    locale: str = Field(default="es", max_length=8)  # es | en
+    each_attempt: bool = False  # subPayProblem after every failed retry, not only the first failure
+    sender_name: str | None = Field(default=None, max_length=100)
+    reply_to: str | None = Field(default=None, max_length=320)
+    updated_at: datetime
 
 
 class InboundNotification(SQLModel, table=True):
@@ -504,5 +525,6 @@ ALL_TABLES = [
     WebhookEndpoint,
     WebhookDelivery,
     Notification,
+    NotificationSetting,
     InboundNotification,
 ]

@@ -112,6 +112,9 @@ def printable(value: Any, *, cards: bool = True) -> Any:
     cannot say that without a recursive schema that generated clients cannot read."""
     if isinstance(value, str):
         cleaned = _CONTROL.sub("", value)
+        if value and (not cleaned or cleaned.isspace()):
+            # Only spaces left (U+00A0 once its neighbours are gone): text fields need a visible character.
+            cleaned = "text"
         return "not-a-card" if cards and holds_card_number(cleaned) else cleaned
     if isinstance(value, list):
         return [printable(item, cards=cards) for item in value]

@@ -255,6 +255,23 @@ def test_a_generated_client_runs_the_merchant_flow(live_engine: LiveEngine, tmp_
     )
     assert isinstance(emailed, models.SubscriptionOutEnvelope)
     assert emailed.data.notification_email == "billing@example.com"
+    notices = ops["get_notification_settings"].sync(client=merchant)
+    assert isinstance(notices, models.NotificationSettingsOutEnvelope), notices
+    notices = ops["update_notification_settings"].sync(
+        client=merchant,
+        body=models.NotificationSettingsIn.from_dict(
+            {
+                "disabled": ["cardExpiring"],
+                "locale": "en",
+                "senderName": "Acme",
+                "replyTo": "help@acme.example",
+            }
+        ),
+    )
+    assert isinstance(notices, models.NotificationSettingsOutEnvelope), notices
+    assert notices.data.disabled == ["cardExpiring"]
+    sent = ops["list_subscription_notifications"].sync(subscription_id=sub_id, client=merchant)
+    assert isinstance(sent, models.NotificationOutListEnvelope), sent
 
     added = ops["add_payment_method"].sync(
         client=merchant,
@@ -452,6 +469,9 @@ _OPERATIONS = [
     ("webhooks", "replay_webhook_events"),
     ("events", "list_events"),
     ("events", "get_event"),
+    ("notifications", "get_notification_settings"),
+    ("notifications", "update_notification_settings"),
+    ("notifications", "list_subscription_notifications"),
     ("auth", "login"),
     ("auth", "refresh_tokens"),
     ("plans", "create_plan"),
