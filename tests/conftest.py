@@ -135,8 +135,8 @@ def clock(start_time: datetime) -> Any:
     return FixedClock(start_time)
 
 
-@pytest.fixture
-def settings(db_url: str, tmp_path: Path) -> Any:
+def test_settings(db_url: str, tmp_path: Path, **sections: Any) -> Any:
+    """The settings of a test's app: its database, a fresh JWT secret, no worker; `sections` add more."""
     from billing.settings import load_settings
 
     return load_settings(
@@ -144,7 +144,16 @@ def settings(db_url: str, tmp_path: Path) -> Any:
         data_dir=tmp_path,
         auth={"jwt_secret": "test-only-" + secrets.token_hex(16)},
         worker={"enabled": False, "interval_seconds": 0.2, "lease_seconds": 30},
+        **sections,
     )
+
+
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Any:
+    return test_settings(db_url, tmp_path)
 
 
 @pytest.fixture

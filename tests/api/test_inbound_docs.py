@@ -13,6 +13,7 @@ import pytest
 from billing.services.inbound.signatures import sign
 from tests.api.conftest import data_of
 from tests.api.inbound_helpers import VOLCAN_SECRET, inbound_settings
+from tests.conftest import test_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -21,17 +22,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "processors.md"
 
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Any:
-    import secrets
-
-    from billing.settings import load_settings
-
-    return load_settings(
-        database={"url": db_url},
-        data_dir=tmp_path,
-        auth={"jwt_secret": "test-only-" + secrets.token_hex(16)},
-        worker={"enabled": False},
-        **inbound_settings(),
-    )
+    return test_settings(db_url, tmp_path, **inbound_settings())
 
 
 @pytest.fixture

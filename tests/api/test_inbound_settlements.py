@@ -25,23 +25,14 @@ from tests.api.inbound_helpers import (
     post_signed,
     signed_headers,
 )
+from tests.conftest import test_settings
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Any:
-    import secrets
-
-    from billing.settings import load_settings
-
-    return load_settings(
-        database={"url": db_url, "pool_size": 5},
-        data_dir=tmp_path,
-        auth={"jwt_secret": "test-only-" + secrets.token_hex(16)},
-        worker={"enabled": False, "interval_seconds": 0.2, "lease_seconds": 30},
-        **inbound_settings(),
-    )
+    return test_settings(db_url, tmp_path, **inbound_settings())
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ days, a hanging receiver next to a healthy one, secret rotation, the event and d
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -16,6 +15,7 @@ import pytest
 
 from billing.services.webhooks.delivery import Deliverer
 from tests.api.conftest import create_plan, data_of, enrol, error_of
+from tests.conftest import test_settings
 from tests.webhook_receiver import Receiver, free_port
 
 pytestmark = pytest.mark.anyio
@@ -29,14 +29,8 @@ ALL_TYPES = [
 
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Any:
-    from billing.settings import load_settings
-
-    return load_settings(
-        database={"url": db_url, "pool_size": 5},
-        data_dir=tmp_path,
-        auth={"jwt_secret": "test-only-" + secrets.token_hex(16)},
-        worker={"enabled": False, "interval_seconds": 0.2, "lease_seconds": 30},
-        webhooks={"timeout_seconds": 2.0, "circuit_failures": 5, "circuit_seconds": 60.0},
+    return test_settings(
+        db_url, tmp_path, webhooks={"timeout_seconds": 2.0, "circuit_failures": 5, "circuit_seconds": 60.0}
     )
 
 
