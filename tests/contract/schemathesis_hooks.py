@@ -6,7 +6,7 @@ signs its writes (tests/signing.py, over the exact bytes requests sends) and the
 with signing off.
 
 Some rules span several fields or need the database, so JSON Schema cannot state them: an
-amount's decimals depend on the currency, a plan's frequency on its type, the retry settings
+amount's decimals depend on the currency, a plan's frequency (and its minimum first period) on its type, the retry settings
 must fit together, exactly one of `to` and `advanceSeconds`, a future `to`, one of `cardId` and
 `cardInfo`, a CSV file's content. For data generated as valid, ``business_valid`` makes those
 parts valid too (what a merchant's valid request looks like); invalid data is sent as generated.
@@ -78,6 +78,11 @@ def _plan_fields(plan: dict[str, Any], *, new: bool) -> None:
     # Retry settings must fit together and the grace policy must exist: keep the defaults.
     for name in ("dailyAttempts", "intervalAttempt", "graceDays", "gracePolicy", "methods"):
         plan.pop(name, None)
+    # At most half the plan's shortest period, which depends on its type and frequency: half a day
+    # fits every plan.
+    minimum = plan.get("minimumFirstPeriodDays")
+    if isinstance(minimum, int | float) and not isinstance(minimum, bool):
+        plan["minimumFirstPeriodDays"] = min(abs(minimum), 0.5)
     if plan.get("autoRenewal") is False:
         plan.pop("cycles", None)
     if not new:
