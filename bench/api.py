@@ -150,6 +150,9 @@ def seed(url: str, count: int, history: int) -> Seeded:
                 current_period_end=due,
                 next_attempt_at=due,
                 period_index=history,
+                # The bench plan renews every 30 days (UTC): anchored so that the period now due,
+                # `history` + 1, starts today and the renewal pass charges it.
+                anchor_date=due.date() - timedelta(days=30 * (history + 1)),
             )
         )
         charges = []
