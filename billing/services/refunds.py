@@ -309,6 +309,10 @@ async def run_refund_reconciliation(runtime: Runtime, identity: str) -> dict[str
             session, before=runtime.clock.now() - STALE_AFTER, limit=runtime.settings.worker.batch_size
         )
     for refund in stale:
+        async with transaction(runtime.sessions) as session:
+            claimed = await store.claim_open_refund(session, refund, now=runtime.clock.now())
+        if not claimed:
+            continue  # another worker took it (several workers run this pass)
         settled = await _settle(runtime, refund, look_up_first=True)
         state = settled.state if settled.state in ("succeeded", "failed") else "unresolved"
         summary[state] += 1

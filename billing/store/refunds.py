@@ -98,6 +98,23 @@ async def refunds_of_charges(session: Session, charge_ids: Sequence[str]) -> dic
     return found
 
 
+async def claim_open_refund(session: Session, refund: Refund, *, now: datetime) -> bool:
+    """Take a stale open refund for one reconciliation (one conditional UPDATE of `updated_at`).
+
+    Touching `updated_at` keeps it out of every other worker's stale window for as long as that
+    window lasts, like a lease; False when another worker (or its request) touched it first.
+    """
+    table = Refund.metadata.tables["refund"]
+    conn = await session.connection()
+    result = await conn.execute(
+        update(table)
+        .where(table.c.id == refund.id, table.c.client_id == refund.client_id)
+        .where(table.c.state.in_(OPEN_STATES), table.c.updated_at == refund.updated_at)
+        .values(updated_at=now)
+    )
+    return bool(result.rowcount == 1)
+
+
 async def stale_open_refunds(session: Session, *, before: datetime, limit: int) -> Sequence[Refund]:
     """Refunds still `pending` or `unknown` that were last touched before `before`."""
     query = (

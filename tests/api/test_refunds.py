@@ -230,6 +230,29 @@ async def test_a_lost_answer_is_unknown_until_the_worker_reconciles_it_by_its_ke
     assert [e["refundId"] for e in await events_of(runtime, "charge.refunded")] == [made["id"]]
 
 
+async def test_two_workers_reconciling_at_once_take_a_refund_once(merchant: Any, runtime: Any) -> None:
+    charge_id = await enrolled_charge(merchant, number=REFUND_ANSWER_LOST)
+    data_of(await refund(merchant, charge_id, amount="7.50"), 201)
+    runtime.clock.advance(timedelta(minutes=2))
+    sandbox = runtime.processors["sandbox"]
+    looked_up: list[str] = []
+    original = sandbox.lookup_refund
+
+    async def counting(reference: str, key: str) -> Any:
+        looked_up.append(key)
+        await asyncio.sleep(0.05)  # both passes have read the stale row before either answers
+        return await original(reference, key)
+
+    sandbox.lookup_refund = counting
+    first, second = await asyncio.gather(
+        refunds.run_refund_reconciliation(runtime, "w1"), refunds.run_refund_reconciliation(runtime, "w2")
+    )
+    assert first["succeeded"] + second["succeeded"] == 1
+    assert len(looked_up) == 1  # the other worker found it taken and left it alone
+    detail = data_of(await merchant.get(f"/v1/charges/{charge_id}"))
+    assert given_back(runtime, detail["processorReference"]) == [("refund", 750, "succeeded")]
+
+
 class Killed(BaseException):
     """The process dies here: nothing after this line of the request runs."""
 
