@@ -10,9 +10,12 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Scope
 
 from api.request_session import request_runtime
+from billing.domain.clock import Clock
 from billing.domain.errors import BillingError
 from billing.services import auth
 from billing.services.auth import AuthenticatedClient
+from billing.services.client_clock import merchant_clock
+from billing.services.runtime import Runtime
 
 SIGNED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _STATE_KEY = "merchant"
@@ -104,6 +107,11 @@ async def provide_merchant(request: Request[Any, Any, Any]) -> AuthenticatedClie
     if merchant is None:
         raise BillingError("UNAUTHORIZED")
     return merchant
+
+
+def clock_of(runtime: Runtime, merchant: AuthenticatedClient) -> Clock:
+    """The merchant's clock: every timestamp its request writes (a sandbox clock may run ahead)."""
+    return merchant_clock(runtime.clock, merchant.clock_offset_seconds)
 
 
 def ensure_same_client(merchant: AuthenticatedClient, named: str | None, *, field: str = "client") -> None:

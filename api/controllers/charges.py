@@ -15,7 +15,7 @@ from litestar.params import Body, FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
 from litestar.serialization import encode_json
 
-from api.auth import ensure_same_client
+from api.auth import clock_of, ensure_same_client
 from api.envelope import ErrorEnvelope
 from api.idempotency import claim_of_request
 from api.schemas.charges import (
@@ -133,7 +133,7 @@ class ChargesController(Controller):
         claim = claim_of_request(request)
         async with runtime.sessions() as session, session.begin():
             receipt = await ondemand.receive_json_batch(
-                session, runtime.clock, client_id=merchant.id, data=data.data
+                session, clock_of(runtime, merchant), client_id=merchant.id, data=data.data
             )
             answer = encode_json(render(batch_received(receipt), "Batch received"))
             await _keep_answer(session, claim, answer)
@@ -199,7 +199,7 @@ class ChargesController(Controller):
         async with runtime.sessions() as session, session.begin():
             receipt = await ondemand.receive_csv(
                 session,
-                runtime.clock,
+                clock_of(runtime, merchant),
                 client_id=merchant.id,
                 content=content,
                 filename=data.file.filename,

@@ -8,7 +8,7 @@ from litestar import Controller, delete, post, put
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from api.auth import ensure_same_client
+from api.auth import clock_of, ensure_same_client
 from api.schemas.payment_methods import (
     AddPaymentMethodIn,
     PaymentMethodOut,
@@ -50,7 +50,7 @@ class PaymentMethodsController(Controller):
         ensure_same_client(merchant, data.tokenize_data.client_id, field="tokenizeData.clientId")
         method = await payment_methods.add_payment_method(
             runtime.sessions,
-            runtime.clock,
+            clock_of(runtime, merchant),
             runtime.processors,
             client_id=merchant.id,
             request=data.tokenize_data.request(),
@@ -78,7 +78,7 @@ class PaymentMethodsController(Controller):
         async with runtime.sessions() as session, session.begin():
             method = await payment_methods.remove_payment_method(
                 session,
-                runtime.clock,
+                clock_of(runtime, merchant),
                 client_id=merchant.id,
                 method_id=data.payment_method_id,
                 user_id=data.user_id,

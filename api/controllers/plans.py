@@ -8,7 +8,7 @@ from litestar import Controller, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from api.auth import ensure_same_client
+from api.auth import clock_of, ensure_same_client
 from api.schemas.plans import CreatePlanIn, PlanOut, UpdatePlanIn, plan_changes, plan_out, plan_terms
 from api.schemas.wire import render, responses
 from billing.domain.errors import BillingError
@@ -51,7 +51,7 @@ class PlansController(Controller):
                 client_id=merchant.id,
                 terms=plan_terms(data.plan),
                 rules=_rules(runtime),
-                now=runtime.clock.now(),
+                now=clock_of(runtime, merchant).now(),
             )
         return render(plan_out(plan), "Plan created")
 
@@ -80,7 +80,7 @@ class PlansController(Controller):
                 plan_id=plan_id,
                 changes=plan_changes(data.plan),
                 rules=_rules(runtime),
-                now=runtime.clock.now(),
+                now=clock_of(runtime, merchant).now(),
             )
         return render(plan_out(plan), "Plan updated")
 

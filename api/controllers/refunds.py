@@ -9,6 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from pydantic import Field
 
+from api.auth import clock_of
 from api.idempotency import HEADER, claim_of_request
 from api.schemas.refunds import RefundIn, RefundOut, refund_out
 from api.schemas.subscriptions import ChargeOut, charge_out
@@ -77,6 +78,7 @@ class ChargeRefundsController(Controller):
             amount=data.amount,
             reason=data.reason,
             request_key=request_key,
+            clock=clock_of(runtime, merchant),
         )
         body = RefundResultOut(
             refund=refund_out(result.refund),

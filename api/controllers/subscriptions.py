@@ -8,7 +8,7 @@ from litestar import Controller, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from api.auth import ensure_same_client
+from api.auth import clock_of, ensure_same_client
 from api.schemas.subscriptions import (
     ChargeOut,
     EnrolmentOut,
@@ -136,7 +136,7 @@ class SubscriptionsController(Controller):
         async with runtime.sessions() as session, session.begin():
             view = await subscriptions.update_notification_email(
                 session,
-                runtime.clock,
+                clock_of(runtime, merchant),
                 client_id=merchant.id,
                 subscription_id=data.subscription_id,
                 email=data.notification_email,

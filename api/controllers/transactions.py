@@ -12,7 +12,7 @@ from litestar import post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from api.auth import ensure_same_client
+from api.auth import clock_of, ensure_same_client
 from api.schemas.transactions import TransactionIn, TransactionOut, transaction_out
 from api.schemas.wire import render, responses
 from billing.services import transactions
@@ -50,6 +50,6 @@ async def create_transaction(
     )
     async with runtime.sessions() as session, session.begin():
         trx = await transactions.create_transaction(
-            session, client_id=merchant.id, request=request, now=runtime.clock.now()
+            session, client_id=merchant.id, request=request, now=clock_of(runtime, merchant).now()
         )
     return render(transaction_out(trx), "Transaction created")

@@ -47,6 +47,8 @@ class AuthenticatedClient:
     signing_required: bool
     signature_scheme: str = "v2"
     family_id: str | None = None
+    clock_offset_seconds: int = 0
+    """How far the client's sandbox clock runs ahead of real time (0 outside sandbox)."""
 
     @property
     def is_sandbox(self) -> bool:
@@ -565,4 +567,5 @@ async def authenticate(
         signing_required=client.signing_required,
         signature_scheme=client.signature_scheme,
         family_id=family,
+        clock_offset_seconds=client.clock_offset_seconds,
     )

@@ -189,14 +189,13 @@ async def set_default_payment_method(
             field="subscriptionId",
         )
     client = await load_client(session, client_id)
-    now = clock.now()
+    now = local_now = client_now(clock, client)
     episode = _episode_of(subscription) if subscription.renewal_status == "in_grace" else None
     if not await subscription_store.update_if_active(
         session, subscription, default_payment_method_id=method.id, updated_at=now
     ):
         raise BillingError("STATE_CONFLICT", field="subscriptionId")
     if episode is not None:
-        local_now = client_now(clock, client)
         decision = on_new_default_card(episode, local_now)
         # The worker owns the retry; this only makes the subscription due now. When the policy
         # allows no retry, the worker's deadline check ends the episode instead.

@@ -24,13 +24,16 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Final
 
+from billing.domain.clock import Clock
 from billing.domain.errors import BillingError
 from billing.domain.events import ChargeRefunded, ChargeRefundFailed, RefundSnapshot
 from billing.domain.money import from_minor, to_minor
 from billing.processors.base import Outcome, PaymentProcessor
+from billing.services.client_clock import merchant_clock
 from billing.services.runtime import Runtime
 from billing.store import events
 from billing.store import refunds as store
+from billing.store.claims import clients_with_clock_offset
 from billing.store.engine import Session, transaction
 from billing.store.ids import new_id
 from billing.store.models import Charge, Refund
@@ -103,6 +106,7 @@ async def _open_refund(
     amount: Decimal | None,
     reason: str | None,
     request_key: str | None,
+    now: datetime,
 ) -> tuple[Refund, bool]:
     """The refund row to work on and whether it is new (False: a retry resumes its request's refund).
 
@@ -125,7 +129,6 @@ async def _open_refund(
     if amount_minor <= 0 or amount_minor > remaining:
         raise _exceeds(charge, remaining)
     method = _refund_method(charge, amount_minor)
-    now = runtime.clock.now()
     if not await store.reserve(session, charge, amount_minor, at=now):
         # Another refund took the room first, or the charge left its state (it was refreshed).
         _require_refundable(charge)
@@ -250,7 +253,7 @@ def refund_event(model: type[RefundSnapshot], refund: Refund, view: ChargeView) 
     )
 
 
-async def _settle(runtime: Runtime, refund: Refund, *, look_up_first: bool) -> Refund:
+async def _settle(runtime: Runtime, clock: Clock, refund: Refund, *, look_up_first: bool) -> Refund:
     """Ask the processor about an open refund and record the answer; returns the row as stored."""
     async with runtime.sessions() as session:
         charge = await session.get(Charge, refund.charge_id)
@@ -265,7 +268,7 @@ async def _settle(runtime: Runtime, refund: Refund, *, look_up_first: bool) -> R
         current = await store.get_refund(session, refund.client_id, refund.id)
         if current is None:
             return refund
-        await record_outcome(session, current, outcome, method, now=runtime.clock.now())
+        await record_outcome(session, current, outcome, method, now=clock.now())
         return current
 
 
@@ -277,13 +280,16 @@ async def refund_charge(
     amount: Decimal | None = None,
     reason: str | None = None,
     request_key: str | None = None,
+    clock: Clock | None = None,
 ) -> RefundResult:
     """Refund `amount` (None: all that remains) of a client's charge; see the module docstring.
 
     Raises 7044 unknown charge (or another client's), 7060 charge not succeeded/settled,
     7061 more than remains refundable, 7001/7002 bad amount for the currency, 7005 processor
-    not configured, 7700 the Idempotency-Key named another charge's refund.
+    not configured, 7700 the Idempotency-Key named another charge's refund. `clock` is the
+    client's (its timestamps; default the engine's).
     """
+    clock = clock or runtime.clock
     async with transaction(runtime.sessions) as session:
         refund, new = await _open_refund(
             runtime,
@@ -293,9 +299,10 @@ async def refund_charge(
             amount=amount,
             reason=reason,
             request_key=request_key,
+            now=clock.now(),
         )
     if refund.state in store.OPEN_STATES:
-        refund = await _settle(runtime, refund, look_up_first=not new)
+        refund = await _settle(runtime, clock, refund, look_up_first=not new)
     async with runtime.sessions() as session:
         view = await charge_detail(session, client_id=client_id, charge_id=charge_id)
     return RefundResult(refund, view)
@@ -305,15 +312,21 @@ async def run_refund_reconciliation(runtime: Runtime, identity: str) -> dict[str
     """Worker pass: settle refunds left `pending`/`unknown` for over a minute, by their key."""
     summary = {"succeeded": 0, "failed": 0, "unresolved": 0}
     async with runtime.sessions() as session:
+        # Refunds carry their client's time: a sandbox clock ahead makes them stale sooner.
+        offsets = await clients_with_clock_offset(session)
         stale = await store.stale_open_refunds(
-            session, before=runtime.clock.now() - STALE_AFTER, limit=runtime.settings.worker.batch_size
+            session,
+            before=runtime.clock.now() - STALE_AFTER,
+            limit=runtime.settings.worker.batch_size,
+            offsets=offsets,
         )
     for refund in stale:
+        clock = merchant_clock(runtime.clock, offsets.get(refund.client_id, 0))
         async with transaction(runtime.sessions) as session:
-            claimed = await store.claim_open_refund(session, refund, now=runtime.clock.now())
+            claimed = await store.claim_open_refund(session, refund, now=clock.now())
         if not claimed:
             continue  # another worker took it (several workers run this pass)
-        settled = await _settle(runtime, refund, look_up_first=True)
+        settled = await _settle(runtime, clock, refund, look_up_first=True)
         state = settled.state if settled.state in ("succeeded", "failed") else "unresolved"
         summary[state] += 1
         if state != "unresolved":

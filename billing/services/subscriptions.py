@@ -105,8 +105,8 @@ async def cancel_subscription(
     """
     subscription = await get_subscription(session, client_id=client_id, subscription_id=subscription_id)
     client = await load_client(session, client_id)
-    now = clock.now()
-    if not await store.cancel_if_active(session, subscription, at=client_now(clock, client), now=now):
+    now = client_now(clock, client)
+    if not await store.cancel_if_active(session, subscription, at=now, now=now):
         raise BillingError(
             "STATE_CONFLICT",
             message=f"The subscription is {subscription.status}; only active subscriptions can be cancelled.",

@@ -10,7 +10,7 @@ the request that made a charge and a recovery pass) never overwrites a final sta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from billing.store.bulk import Column, dialect_insert, insert_rows, is_postgres, json_text, update_rows
+from billing.store.client_time import touched_before
 from billing.store.engine import Session
 from billing.store.models import Charge, PaymentMethod, Subscription
 
@@ -391,13 +392,16 @@ async def finish_charge(
     return bool(result.rowcount == 1)
 
 
-async def stale_enrolment_charges(session: Session, *, before: datetime, limit: int) -> Sequence[Charge]:
-    """Enrolment charges still `pending` or `unknown` that were last touched before `before`."""
+async def stale_enrolment_charges(
+    session: Session, *, before: datetime, limit: int, offsets: Mapping[str, int]
+) -> Sequence[Charge]:
+    """Enrolment charges still `pending` or `unknown` that were last touched before `before`
+    (real time; `offsets`: clients whose clock runs ahead, see `client_time`)."""
     query = (
         select(Charge)
         .where(Charge.kind == "enrolment")
         .where(col(Charge.state).in_(OPEN_STATES))
-        .where(col(Charge.updated_at) < before)
+        .where(touched_before(col(Charge.updated_at), col(Charge.client_id), before, offsets))
         .order_by(col(Charge.updated_at), col(Charge.id))
         .limit(limit)
     )

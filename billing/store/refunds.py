@@ -11,13 +11,14 @@ final state, and a failed refund gives its amount back in that same transaction 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from billing.store.client_time import touched_before
 from billing.store.engine import Session
 from billing.store.models import Charge, Refund
 
@@ -115,12 +116,15 @@ async def claim_open_refund(session: Session, refund: Refund, *, now: datetime) 
     return bool(result.rowcount == 1)
 
 
-async def stale_open_refunds(session: Session, *, before: datetime, limit: int) -> Sequence[Refund]:
-    """Refunds still `pending` or `unknown` that were last touched before `before`."""
+async def stale_open_refunds(
+    session: Session, *, before: datetime, limit: int, offsets: Mapping[str, int]
+) -> Sequence[Refund]:
+    """Refunds still `pending` or `unknown` that were last touched before `before` (real time;
+    `offsets`: clients whose clock runs ahead, see `client_time`)."""
     query = (
         select(Refund)
         .where(col(Refund.state).in_(OPEN_STATES))
-        .where(col(Refund.updated_at) < before)
+        .where(touched_before(col(Refund.updated_at), col(Refund.client_id), before, offsets))
         .order_by(col(Refund.updated_at), col(Refund.id))
         .limit(limit)
     )

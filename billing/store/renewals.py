@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, or_, select, text, update
 
 from billing.store.bulk import Column, array_literal, is_postgres, json_text, update_rows
+from billing.store.client_time import touched_before
 from billing.store.engine import Session
 from billing.store.models import Charge, PaymentMethod, Plan, Subscription
 
@@ -278,6 +279,7 @@ async def claim_orphaned_renewal_charges(
     older_than: datetime,
     limit: int,
     charge_id: str | None = None,
+    offsets: Mapping[str, int] | None = None,
 ) -> list[OrphanedCharge]:
     """Lease the subscriptions (no longer `active`) holding `pending`/`unknown` renewal charges
     last touched before `older_than` (or only `charge_id`), and return those charges.
@@ -304,7 +306,7 @@ async def claim_orphaned_renewal_charges(
             .where(
                 _CHARGE.c.kind == "renewal",
                 or_(_CHARGE.c.state == "pending", _CHARGE.c.state == "unknown"),
-                _CHARGE.c.updated_at < older_than,
+                touched_before(_CHARGE.c.updated_at, _CHARGE.c.client_id, older_than, offsets or {}),
                 _SUB.c.status != "active",
                 lease_free,
                 *([] if charge_id is None else [_CHARGE.c.id == charge_id]),

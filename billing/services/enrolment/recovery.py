@@ -22,6 +22,7 @@ from typing import Final
 
 from billing.processors.base import Outcome
 from billing.services.charging import ProcessorCall, call_processor
+from billing.services.client_clock import merchant_clock
 from billing.services.enrolment.settlement import (
     EnrolmentContext,
     first_charge_description,
@@ -30,6 +31,7 @@ from billing.services.enrolment.settlement import (
 from billing.services.runtime import Runtime
 from billing.store import charges as store
 from billing.store import payment_methods as method_store
+from billing.store.claims import clients_with_clock_offset
 from billing.store.engine import transaction
 from billing.store.models import Charge, Plan
 
@@ -84,11 +86,17 @@ async def run_recovery(runtime: Runtime, identity: str) -> dict[str, int]:
     """One pass: settle every enrolment charge left open for over a minute. Returns counts."""
     summary = {"succeeded": 0, "failed": 0, "unresolved": 0}
     async with runtime.sessions() as session:
+        # A charge carries its client's time: a sandbox clock ahead makes it stale sooner.
+        offsets = await clients_with_clock_offset(session)
         stale = await store.stale_enrolment_charges(
-            session, before=runtime.clock.now() - STALE_AFTER, limit=runtime.settings.worker.batch_size
+            session,
+            before=runtime.clock.now() - STALE_AFTER,
+            limit=runtime.settings.worker.batch_size,
+            offsets=offsets,
         )
     for charge in stale:
         outcome = await _outcome_of(runtime, charge)
+        clock = merchant_clock(runtime.clock, offsets.get(charge.client_id, 0))
         async with transaction(runtime.sessions) as session:
             current = await session.get(Charge, charge.id)
             if current is None or current.state not in store.OPEN_STATES:
@@ -100,7 +108,7 @@ async def run_recovery(runtime: Runtime, identity: str) -> dict[str, int]:
                     current,
                     from_states=(current.state,),
                     state="unknown",
-                    updated_at=runtime.clock.now(),
+                    updated_at=clock.now(),
                 )
                 summary["unresolved"] += 1
                 continue
@@ -108,7 +116,7 @@ async def run_recovery(runtime: Runtime, identity: str) -> dict[str, int]:
                 session,
                 current,
                 outcome,
-                now=runtime.clock.now(),
+                now=clock.now(),
                 settlement_country=runtime.settings.settlement.country,
             )
         if settled is not None:

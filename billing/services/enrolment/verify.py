@@ -20,13 +20,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from billing.domain.calendar import local_date
 from billing.domain.errors import BillingError
 from billing.processors.base import CardInfo, CardToken, Outcome, PaymentProcessor
 from billing.services.charging import ProcessorCall, call_processor
-from billing.services.client_clock import client_now, load_client
+from billing.services.client_clock import load_client, merchant_clock
 from billing.services.enrolment.settlement import (
     Enrolment,
     EnrolmentContext,
@@ -196,7 +197,9 @@ async def verify_card(runtime: Runtime, *, client_id: str, request: VerifyCardRe
     method_id = new_id("payment_method")
     await _verify(processor, card_token.token, trx, method_id)
 
-    now = runtime.clock.now()
+    # Every timestamp this request writes is on the client's clock (a sandbox clock may run ahead).
+    clock = merchant_clock(runtime.clock, client.clock_offset_seconds)
+    now = clock.now()
     method = PaymentMethod(
         id=method_id,
         client_id=client_id,
@@ -217,7 +220,7 @@ async def verify_card(runtime: Runtime, *, client_id: str, request: VerifyCardRe
             await method_store.add_payment_method(session, method)
         return Enrolment(transaction=trx, payment_method=method)
 
-    local_now = client_now(runtime.clock, client)
+    local_now = now
     context = EnrolmentContext(
         trx_id=trx.id,
         plan_id=plan.id,
@@ -237,13 +240,13 @@ async def verify_card(runtime: Runtime, *, client_id: str, request: VerifyCardRe
             await record_created(session, subscription, now=now)
         return Enrolment(transaction=trx, payment_method=method, subscription=subscription)
 
-    charge = await _write_pending_charge(runtime, client_id, plan, method, context)
+    charge = await _write_pending_charge(runtime, client_id, plan, method, context, now=clock.now())
     outcome = await _send_charge(processor, card_token.token, charge, context.description or "")
     if outcome.status == "unknown":
         async with transaction(runtime.sessions) as session:
             attached = await _reload(session, charge)
             await charge_store.finish_charge(
-                session, attached, from_states=("pending",), state="unknown", updated_at=runtime.clock.now()
+                session, attached, from_states=("pending",), state="unknown", updated_at=clock.now()
             )
         raise BillingError(
             "PROCESSOR_ERROR",
@@ -258,7 +261,7 @@ async def verify_card(runtime: Runtime, *, client_id: str, request: VerifyCardRe
             session,
             attached,
             outcome,
-            now=runtime.clock.now(),
+            now=clock.now(),
             settlement_country=runtime.settings.settlement.country,
         )
     if settled is None:
@@ -307,10 +310,15 @@ async def _reload(session: Session, charge: Charge) -> Charge:
 
 
 async def _write_pending_charge(
-    runtime: Runtime, client_id: str, plan: Plan, method: PaymentMethod, context: EnrolmentContext
+    runtime: Runtime,
+    client_id: str,
+    plan: Plan,
+    method: PaymentMethod,
+    context: EnrolmentContext,
+    *,
+    now: datetime,
 ) -> Charge:
     """Save the card and the pending first charge, and mark the transaction enrolling: one commit."""
-    now = runtime.clock.now()
     async with transaction(runtime.sessions) as session:
         await _claim(session, client_id, context.trx_id, "enrolling")
         await method_store.add_payment_method(session, method)

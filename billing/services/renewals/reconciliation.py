@@ -57,6 +57,8 @@ async def run_reconciliation(
     real_now = runtime.clock.now()
     older_than = real_now - RECONCILE_AFTER - timedelta(seconds=lease_seconds)
     async with transaction(runtime.sessions) as session:
+        # Renewal charges carry their client's time: a sandbox clock ahead makes them age sooner.
+        offsets = await claims.clients_with_clock_offset(session)
         orphans = await claim_orphaned_renewal_charges(
             session,
             owner=identity,
@@ -65,6 +67,7 @@ async def run_reconciliation(
             older_than=older_than if charge_id is None else real_now + ANY_AGE,
             limit=BATCH,
             charge_id=charge_id,
+            offsets=offsets,
         )
     if not orphans:
         return summary
@@ -85,7 +88,7 @@ async def run_reconciliation(
                 period_start=charge.period_start,
                 period_index=charge.period_index,
                 attempt=charge.attempt,
-                at=real_now,
+                at=real_now + timedelta(seconds=offsets.get(charge.client_id, 0)),
             ),
         )
     summary.claimed = len(requests)
@@ -113,7 +116,7 @@ async def run_reconciliation(
                     NewEvent(
                         client_id=result.request.client_id,
                         payload=record.event(result.request),
-                        created_at=real_now,
+                        created_at=result.request.at or real_now,
                         subscription_id=sub_id,
                         sequence=next_sequence[sub_id],
                     )

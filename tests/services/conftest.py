@@ -1,0 +1,3 @@
+"""Service tests share the API tests' service runtime and merchant fixtures."""
+
+from tests.api.conftest import service_runtime, shop  # noqa: F401  (fixtures for this package)
