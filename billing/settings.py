@@ -1,7 +1,11 @@
-"""Settings: environment variables (``BILLING_`` prefix, ``__`` for nesting) over ``config/billing.toml``.
+"""Settings: environment variables (``BILLING_`` prefix, ``__`` for nesting) over a TOML file.
 
-The file path can be overridden with ``BILLING_CONFIG``. A file that was named explicitly
-but does not exist is an error (pydantic-settings would silently fall back to defaults).
+The file is the first of: ``billing --config FILE`` (which sets ``BILLING_CONFIG``), ``BILLING_CONFIG``,
+``./config/billing.toml``, ``/etc/billing/billing.toml``; none is fine (defaults). A file that was
+named explicitly but does not exist is an error (pydantic-settings would silently fall back to
+defaults). Generated secrets and the default SQLite database live in the data directory
+(``data_dir``; default ``$XDG_DATA_HOME/billing-engine``, else ``~/.local/share/billing-engine``),
+so every command finds the same ones wherever it is run from.
 Validation errors are turned into :class:`ConfigError`, whose message names each bad
 key, the value found and the reason, so a bad deployment fails at start.
 """
@@ -16,7 +20,15 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,7 +39,14 @@ from pydantic_settings import (
 from billing.domain.settlement import known_country
 
 DEFAULT_CONFIG_PATH = Path("config/billing.toml")
-DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./billing.db"
+SYSTEM_CONFIG_PATH = Path("/etc/billing/billing.toml")
+DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./billing.db"  # replaced by DATA_DIR/billing.db unless set
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/billing-engine``, else ``~/.local/share/billing-engine``."""
+    base = os.environ.get("XDG_DATA_HOME")
+    return (Path(base) if base else Path.home() / ".local" / "share") / "billing-engine"
 
 
 class ConfigError(Exception):
@@ -268,7 +287,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BILLING_", env_nested_delimiter="__", extra="forbid")
 
-    data_dir: Path = Field(Path("."), description="Where generated secrets live (jwt.secret)")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Generated secrets (jwt.secret) and the default SQLite database (billing.db)",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     default_timezone: str = "America/Guatemala"
     database: DatabaseSettings = DatabaseSettings()
@@ -283,6 +305,12 @@ class Settings(BaseSettings):
     settlement: SettlementSettings = SettlementSettings()
     inbound: InboundSettings = InboundSettings()
     notifications: NotificationSettings = NotificationSettings()
+
+    @model_validator(mode="after")
+    def _database_in_data_dir(self) -> Settings:
+        if "url" not in self.database.model_fields_set:
+            self.database.url = f"sqlite+aiosqlite:///{(self.data_dir / 'billing.db').absolute()}"
+        return self
 
     @field_validator("default_timezone")
     @classmethod
@@ -353,7 +381,15 @@ def _config_path() -> Path | None:
         if not path.is_file():
             raise ConfigError(f"BILLING_CONFIG names {explicit!r}, which is not a readable file")
         return path
-    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
+    for candidate in (DEFAULT_CONFIG_PATH, SYSTEM_CONFIG_PATH):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def config_path() -> Path | None:
+    """The configuration file in use (see the module docstring for the search order), if any."""
+    return _config_path()
 
 
 def _describe(exc: ValidationError) -> str:

@@ -21,13 +21,12 @@ from typing import Any
 import click
 from sqlalchemy.exc import DBAPIError
 
-from billing.cli.common import settings_or_exit
-from billing.cli.serve import _maybe_migrate
+from billing.cli.common import EXIT_FAILURE, echo_json, json_option, maybe_migrate, settings_or_exit
 from billing.domain.clock import SystemClock
 from billing.domain.errors import BillingError
 from billing.domain.money import from_minor
 from billing.services import ondemand, refunds
-from billing.services.client_clock import load_client
+from billing.services.client_clock import load_client, merchant_clock
 from billing.services.ondemand import OnDemandPass
 from billing.services.runtime import Runtime, build_runtime
 from billing.store.engine import transaction
@@ -120,16 +119,20 @@ async def _write_results(runtime: Runtime, batch: Batch, path: Path) -> None:
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="Write the per-row results CSV here once processing completes.",
 )
-def upload(file: Path, client_id: str, drain: bool, wait: bool, results_path: Path | None) -> None:
+@json_option("Print the batch, its totals and its rejected rows as one JSON object at the end.")
+def upload(
+    file: Path, client_id: str, drain: bool, wait: bool, results_path: Path | None, as_json: bool
+) -> None:
     """Queue the charges of a CSV (subscriptionId,amount[,metadata]; at most 10 MB) and follow them."""
     settings = settings_or_exit()
-    _maybe_migrate(settings)
+    maybe_migrate(settings)
     if file.stat().st_size > ondemand.CSV_MAX_BYTES:
         click.echo(
             f"error: {file} is larger than the 10 MB ({ondemand.CSV_MAX_BYTES} bytes) limit.", err=True
         )
         raise SystemExit(1)
     content = file.read_bytes()
+    rejections: list[Any] = []
 
     async def go() -> Batch:
         runtime = build_runtime(settings, SystemClock())
@@ -145,11 +148,13 @@ def upload(file: Path, client_id: str, drain: bool, wait: bool, results_path: Pa
                     max_rows=settings.ondemand.csv_max_rows,
                 )
             batch = receipt.batch
-            click.echo(
-                f"Batch {batch.id} (tracking id {batch.tracking_id}): {batch.total} rows, "
-                f"{batch.accepted} accepted, {batch.rejected} rejected."
-            )
-            _print_rejections(receipt)
+            rejections.extend(receipt.errors_sample)
+            if not as_json:
+                click.echo(
+                    f"Batch {batch.id} (tracking id {batch.tracking_id}): {batch.total} rows, "
+                    f"{batch.accepted} accepted, {batch.rejected} rejected."
+                )
+                _print_rejections(receipt)
             if wait and batch.status != "completed":
                 batch = await _follow(runtime, batch, drain=drain)
             if results_path is not None and batch.status == "completed":
@@ -171,6 +176,22 @@ def upload(file: Path, client_id: str, drain: bool, wait: bool, results_path: Pa
         )
         raise SystemExit(1) from exc
     totals: dict[str, Any] = ondemand.totals_of(batch)
+    if as_json:
+        echo_json(
+            {
+                "batchId": batch.id,
+                "trackingId": batch.tracking_id,
+                "status": batch.status,
+                "totals": totals,
+                "rejectedSample": [
+                    {"line": r.index, "code": r.code, "message": r.message} for r in rejections
+                ],
+                "results": str(results_path)
+                if results_path is not None and batch.status == "completed"
+                else None,
+            }
+        )
+        return
     click.echo(
         f"{batch.status}: {totals['succeeded']} succeeded, {totals['failed']} failed, "
         f"{totals['rejected']} rejected, {totals['inProgress']} in progress (of {totals['received']} rows)."
@@ -188,7 +209,8 @@ def upload(file: Path, client_id: str, drain: bool, wait: bool, results_path: Pa
 @click.argument("charge_id")
 @click.option("--amount", help="How much to give back, e.g. 10.50 (default: all that remains refundable).")
 @click.option("--reason", help="A note kept with the refund and in its events.")
-def refund(charge_id: str, amount: str | None, reason: str | None) -> None:
+@json_option("Print the refund and the charge's refund totals as JSON.")
+def refund(charge_id: str, amount: str | None, reason: str | None, as_json: bool) -> None:
     """Refund a succeeded or settled charge (a void before settlement when it is the whole amount).
 
     Same rules as POST /v1/charges/{chargeId}/refund: never more than the charge in total, the
@@ -202,14 +224,16 @@ def refund(charge_id: str, amount: str | None, reason: str | None) -> None:
         try:
             async with runtime.sessions() as session:
                 charge = await session.get(Charge, charge_id)
-            if charge is None:
-                raise BillingError("CHARGE_NOT_FOUND", field="chargeId")
+                if charge is None:
+                    raise BillingError("CHARGE_NOT_FOUND", field="chargeId")
+                client = await load_client(session, charge.client_id)
             return await refunds.refund_charge(
                 runtime,
                 client_id=charge.client_id,
                 charge_id=charge_id,
                 amount=Decimal(amount) if amount is not None else None,
                 reason=reason,
+                clock=merchant_clock(runtime.clock, client.clock_offset_seconds),
             )
         finally:
             await runtime.aclose()
@@ -222,6 +246,29 @@ def refund(charge_id: str, amount: str | None, reason: str | None) -> None:
         click.echo(f"error: {exc.code} {exc.detail}", err=True)
         raise SystemExit(1) from exc
     made, view = result.refund, result.view
+    if as_json:
+        echo_json(
+            {
+                "refundId": made.id,
+                "chargeId": view.charge.id,
+                "method": made.method,
+                "state": made.state,
+                "amount": str(from_minor(made.amount_minor, made.currency)),
+                "currency": made.currency,
+                "failureCode": made.failure_code,
+                "failureMessage": made.failure_message,
+                "refundedAmount": str(from_minor(view.refunded_minor, made.currency)),
+                "refundableAmount": str(from_minor(view.refundable_minor, made.currency)),
+            }
+        )
+    else:
+        _print_refund(made, view)
+    if made.state != "succeeded":
+        # failed, or unknown: the worker reconciles it by its key (see the output's state)
+        raise SystemExit(EXIT_FAILURE)
+
+
+def _print_refund(made: Any, view: Any) -> None:
     click.echo(
         f"Refund {made.id} ({made.method}) of {from_minor(made.amount_minor, made.currency)} {made.currency}: "
         f"{made.state}{f' ({made.failure_code} {made.failure_message})' if made.state == 'failed' else ''}."
@@ -230,5 +277,3 @@ def refund(charge_id: str, amount: str | None, reason: str | None) -> None:
         f"Charge {view.charge.id}: {from_minor(view.refunded_minor, made.currency)} refunded, "
         f"{from_minor(view.refundable_minor, made.currency)} still refundable."
     )
-    if made.state != "succeeded":
-        raise SystemExit(1 if made.state == "failed" else 2)

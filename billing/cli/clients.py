@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,8 +14,7 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.exc import DBAPIError
 
-from billing.cli.common import settings_or_exit
-from billing.cli.serve import _maybe_migrate
+from billing.cli.common import maybe_migrate, settings_or_exit
 from billing.domain.clock import Clock, SystemClock
 from billing.domain.errors import BillingError
 from billing.services import auth
@@ -54,7 +54,7 @@ def _in_session(settings: Settings, work: Callable[[Session, Clock], Awaitable[T
 
 def _ready_settings() -> Settings:
     settings = settings_or_exit()
-    _maybe_migrate(settings)  # the embedded SQLite default migrates itself, as `billing serve` does
+    maybe_migrate(settings)  # the embedded SQLite default migrates itself, as `billing serve` does
     return settings
 
 
@@ -66,13 +66,32 @@ def _read_public_key(path: Path | None) -> str | None:
     return path.read_text() if path is not None else None
 
 
-def _write_private_key(path: Path, pem: str) -> None:
-    """Write the PEM readable by its owner only; never overwrite an existing file."""
+@contextlib.contextmanager
+def _reserved_key_file(path: Path | None) -> Iterator[None]:
+    """Create the --private-key-out file (mode 600, never over an existing one) before anything is
+    written to the database, so a bad path fails the command before a client or key exists whose
+    private key would be lost; the file is removed again if the command then fails."""
+    if path is None:
+        yield
+        return
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError as exc:
         raise click.ClickException(f"{path} already exists; choose another --private-key-out") from exc
-    with os.fdopen(fd, "w") as handle:
+    except OSError as exc:
+        raise click.ClickException(f"cannot create {path}: {exc.strerror}") from exc
+    done = False
+    try:
+        yield
+        done = True
+    finally:
+        if not done or path.stat().st_size == 0:
+            path.unlink(missing_ok=True)
+
+
+def _write_private_key(path: Path, pem: str) -> None:
+    """Write the PEM into the file `_reserved_key_file` created (readable by its owner only)."""
+    with path.open("w") as handle:
         handle.write(pem)
 
 
@@ -184,36 +203,37 @@ def create(
     as_json: bool,
 ) -> None:
     """Create a merchant and its first signing key; print the client id and the key pair."""
-    settings = _ready_settings()
-    public_key = _read_public_key(public_key_file)
+    with _reserved_key_file(private_key_out):
+        settings = _ready_settings()
+        public_key = _read_public_key(public_key_file)
 
-    async def work(session: Session, clock: Clock) -> tuple[Client, NewKey]:
-        return await auth.create_client(
-            session,
-            clock,
-            name=name,
-            timezone=timezone or settings.default_timezone,
-            environment=environment,
-            settings=settings.auth,
-            public_key=public_key,
-            signing_required=not no_signing,
-            signature_scheme=signature_scheme,
-        )
+        async def work(session: Session, clock: Clock) -> tuple[Client, NewKey]:
+            return await auth.create_client(
+                session,
+                clock,
+                name=name,
+                timezone=timezone or settings.default_timezone,
+                environment=environment,
+                settings=settings.auth,
+                public_key=public_key,
+                signing_required=not no_signing,
+                signature_scheme=signature_scheme,
+            )
 
-    client, key = _in_session(settings, work)
-    view = _client_view(client)
-    if as_json:
-        _show_new_key(key, private_key_out, True, view)
-        return
-    text = {
-        "client id": client.id,
-        "name": client.name,
-        "environment": client.environment,
-        "timezone": client.timezone,
-        "signing": "required" if client.signing_required else "off (sandbox)",
-        "signature scheme": client.signature_scheme,
-    }
-    _show_new_key(key, private_key_out, False, text)
+        client, key = _in_session(settings, work)
+        view = _client_view(client)
+        if as_json:
+            _show_new_key(key, private_key_out, True, view)
+            return
+        text = {
+            "client id": client.id,
+            "name": client.name,
+            "environment": client.environment,
+            "timezone": client.timezone,
+            "signing": "required" if client.signing_required else "off (sandbox)",
+            "signature scheme": client.signature_scheme,
+        }
+        _show_new_key(key, private_key_out, False, text)
 
 
 @clients_group.command("update")
@@ -295,21 +315,22 @@ def add_key(
     as_json: bool,
 ) -> None:
     """Add a signing key to a client (generated unless --public-key is given)."""
-    settings = _ready_settings()
-    public_key = _read_public_key(public_key_file)
+    with _reserved_key_file(private_key_out):
+        settings = _ready_settings()
+        public_key = _read_public_key(public_key_file)
 
-    async def work(session: Session, clock: Clock) -> NewKey:
-        return await auth.add_key(
-            session,
-            clock,
-            client_id,
-            settings=settings.auth,
-            public_key=public_key,
-            lifetime_days=lifetime_days,
-        )
+        async def work(session: Session, clock: Clock) -> NewKey:
+            return await auth.add_key(
+                session,
+                clock,
+                client_id,
+                settings=settings.auth,
+                public_key=public_key,
+                lifetime_days=lifetime_days,
+            )
 
-    new = _in_session(settings, work)
-    _show_new_key(new, private_key_out, as_json, {"clientId" if as_json else "client id": client_id})
+        new = _in_session(settings, work)
+        _show_new_key(new, private_key_out, as_json, {"clientId" if as_json else "client id": client_id})
 
 
 @keys_group.command("list")

@@ -8,8 +8,8 @@ from typing import Any
 import click
 from pydantic import SecretStr
 
-from billing.cli.common import settings_or_exit
-from billing.settings import ConfigError, _config_path, write_new_secret
+from billing.cli.common import EXIT_CONFIG, json_option, settings_or_exit
+from billing.settings import ConfigError, config_path, write_new_secret
 
 
 def _masked(value: Any) -> Any:
@@ -37,7 +37,8 @@ def config_group() -> None:
 
 
 @config_group.command("check")
-def check() -> None:
+@json_option("Print {file, settings} as one JSON object (secrets masked).")
+def check(as_json: bool) -> None:
     """Validate config/billing.toml (or BILLING_CONFIG) plus the environment; print the effective settings."""
     settings = settings_or_exit()
     if settings.auth.jwt_secret is None and settings.jwt_secret_path.exists():
@@ -45,10 +46,17 @@ def check() -> None:
             settings.jwt_secret()
         except ConfigError as exc:
             click.echo(f"error: {exc}", err=True)
-            raise SystemExit(2) from exc
+            raise SystemExit(EXIT_CONFIG) from exc
     effective = _masked(settings.model_dump(mode="python"))
     effective["database"]["url"] = _mask_url(settings.database.url)
-    source = _config_path()
+    source = config_path()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"file": str(source) if source else None, "settings": effective}, indent=2, default=str
+            )
+        )
+        return
     click.echo(f"configuration OK (file: {source or 'none, defaults and environment only'})")
     click.echo(json.dumps(effective, indent=2, default=str))
 

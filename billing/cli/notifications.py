@@ -6,7 +6,7 @@ import asyncio
 
 import click
 
-from billing.cli.common import settings_or_exit
+from billing.cli.common import EXIT_CONFIG, echo_json, json_option, settings_or_exit
 from billing.domain.clock import SystemClock
 from billing.domain.errors import BillingError
 from billing.domain.notifications import TEMPLATES
@@ -24,7 +24,8 @@ def notifications_group() -> None:
 @click.argument("template", type=click.Choice(TEMPLATES))
 @click.option("--subscription", "subscription_id", required=True, help="The subscription to render it for.")
 @click.option("--html/--no-html", default=True, help="Print the HTML part too (default: yes).")
-def preview_command(template: str, subscription_id: str, html: bool) -> None:
+@json_option("Print {from, to, replyTo, subject, text, html} as JSON.")
+def preview_command(template: str, subscription_id: str, html: bool, as_json: bool) -> None:
     """Print the e-mail TEMPLATE would send for a subscription (headers, text, HTML), without sending it."""
     settings = settings_or_exit()
 
@@ -41,6 +42,18 @@ def preview_command(template: str, subscription_id: str, html: bool) -> None:
         click.echo(f"error: {exc.code} {exc.detail}", err=True)
         raise SystemExit(1) from exc
     sender = shown.sender
+    if as_json:
+        echo_json(
+            {
+                "from": {"name": sender.name, "address": sender.address},
+                "to": shown.to,
+                "replyTo": sender.reply_to,
+                "subject": shown.mail.subject,
+                "text": shown.mail.text,
+                "html": shown.mail.html if html else None,
+            }
+        )
+        return
     click.echo(f"From: {sender.name} <{sender.address}>" if sender.name else f"From: {sender.address}")
     click.echo(f"To: {shown.to or '(no notificationEmail: nothing would be sent)'}")
     if sender.reply_to:
@@ -54,7 +67,8 @@ def preview_command(template: str, subscription_id: str, html: bool) -> None:
 
 
 @notifications_group.command("send")
-def send_command() -> None:
+@json_option()
+def send_command(as_json: bool) -> None:
     """Queue due card-expiry notices, then send every e-mail that is due now, once."""
     settings = settings_or_exit()
 
@@ -68,5 +82,9 @@ def send_command() -> None:
 
     if not settings.smtp.host:
         click.echo("error: smtp.host is not set; nothing can be sent", err=True)
-        raise SystemExit(2)
-    click.echo(f"attempted: {asyncio.run(run())}")
+        raise SystemExit(EXIT_CONFIG)
+    attempted = asyncio.run(run())
+    if as_json:
+        echo_json({"attempted": attempted})
+        return
+    click.echo(f"attempted: {attempted}")

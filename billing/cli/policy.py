@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from billing.cli.common import settings_or_exit
+from billing.cli.common import echo_json, json_option, settings_or_exit
 from billing.domain.clock import SystemClock
 from billing.domain.errors import BillingError
 from billing.domain.grace import GracePolicy, timeline
@@ -27,6 +27,27 @@ def _describe(policy: GracePolicy) -> str:
         f"attempts: {policy.attempts} (the failed renewal included), every {policy.interval_hours:g} h; "
         f"grace window: {grace}; stop on hard decline: {'yes' if policy.stop_on_hard_decline else 'no'}"
     )
+
+
+def _policy_view(policy: GracePolicy) -> dict[str, object]:
+    return {
+        "attempts": policy.attempts,
+        "intervalHours": policy.interval_hours,
+        "graceDays": policy.grace_days,
+        "stopOnHardDecline": policy.stop_on_hard_decline,
+    }
+
+
+def _timeline_view(policy: GracePolicy, first_failure: datetime, tz: str) -> list[dict[str, str]]:
+    zone = ZoneInfo(tz)
+    return [
+        {
+            "at": step.at.astimezone(UTC).isoformat(),
+            "local": step.at.astimezone(zone).isoformat(),
+            "step": step.label,
+        }
+        for step in timeline(policy, first_failure, tz)
+    ]
 
 
 def _print_timeline(policy: GracePolicy, first_failure: datetime, tz: str) -> None:
@@ -52,7 +73,8 @@ def _print_timeline(policy: GracePolicy, first_failure: datetime, tz: str) -> No
     type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%d"]),
     help="When the first renewal fails (default: now); a date alone means its start in UTC.",
 )
-def show(plan_id: str | None, policy_name: str | None, first_failure: datetime | None) -> None:
+@json_option("Print the policy and its timeline as JSON.")
+def show(plan_id: str | None, policy_name: str | None, first_failure: datetime | None, as_json: bool) -> None:
     """Print the policy in force and the dated timeline an episode would follow if every attempt failed."""
     if (plan_id is None) == (policy_name is None):
         raise click.UsageError("name exactly one of --plan ID and --name NAME")
@@ -68,6 +90,15 @@ def show(plan_id: str | None, policy_name: str | None, first_failure: datetime |
         else:
             known = ", ".join(["default", *sorted(settings.grace.policies)])
             raise click.UsageError(f"no grace policy {policy_name!r} in the configuration (known: {known})")
+        if as_json:
+            echo_json(
+                {
+                    "policy": policy_name,
+                    **_policy_view(policy),
+                    "timeline": _timeline_view(policy, start, "UTC"),
+                }
+            )
+            return
         click.echo(f"Policy {policy_name}: {_describe(policy)}")
         _print_timeline(policy, start, "UTC")
         return
@@ -85,6 +116,19 @@ def show(plan_id: str | None, policy_name: str | None, first_failure: datetime |
         click.echo(f"error: {exc.code} {exc.detail}", err=True)
         raise SystemExit(1) from exc
     resolved = found.resolved
+    if as_json:
+        echo_json(
+            {
+                "planId": found.plan.id,
+                "clientId": found.plan.client_id,
+                "timezone": found.timezone,
+                "base": resolved.base,
+                "planOverrides": list(resolved.plan_overrides),
+                **_policy_view(resolved.policy),
+                "timeline": _timeline_view(resolved.policy, start, found.timezone),
+            }
+        )
+        return
     click.echo(
         f"Plan {found.plan.id} ({found.plan.name}), client {found.plan.client_id}, time zone {found.timezone}"
     )

@@ -11,8 +11,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from billing.cli.common import settings_or_exit
-from billing.cli.serve import _maybe_migrate
+from billing.cli.common import echo_json, json_option, maybe_migrate, settings_or_exit
 from billing.domain.clock import SystemClock
 from billing.services.renewals import RenewalPass, RenewalSummary, due_now
 from billing.services.runtime import build_runtime
@@ -34,19 +33,19 @@ def _report(summary: RenewalSummary, seconds: float) -> str:
 
 
 @renewals_group.command("run")
-@click.option("--once", is_flag=True, help="Run one pass over everything due now, then exit.")
+@click.option("--once", is_flag=True, hidden=True, help="One pass (the default; kept for older cron lines).")
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar (default: on a terminal).")
-def run(once: bool, progress: bool | None) -> None:
-    """Renew, retry and expire everything due now, then exit (use `billing worker` to keep running).
+@json_option("Print the pass summary as JSON.")
+def run(once: bool, progress: bool | None, as_json: bool) -> None:
+    """Run one pass: renew, retry and expire everything due now, then exit (for cron;
+    `billing worker` runs passes continuously).
 
     Safe next to running workers: subscriptions are claimed with leases, so each is handled
     by exactly one of them.
     """
-    if not once:
-        raise click.UsageError("add --once (one pass, for cron); `billing worker` runs passes continuously")
     settings = settings_or_exit()
-    _maybe_migrate(settings)
-    show = sys.stderr.isatty() if progress is None else progress
+    maybe_migrate(settings)
+    show = (sys.stderr.isatty() if progress is None else progress) and not as_json
 
     async def go() -> tuple[RenewalSummary, float]:
         runtime = build_runtime(settings, SystemClock())
@@ -69,4 +68,7 @@ def run(once: bool, progress: bool | None) -> None:
             await runtime.aclose()
 
     summary, seconds = asyncio.run(go())
+    if as_json:
+        echo_json({**summary.as_dict(), "seconds": round(seconds, 3)})
+        return
     click.echo(_report(summary, seconds))

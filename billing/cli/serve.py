@@ -1,10 +1,9 @@
-"""`billing serve` (API + worker) and `billing worker`."""
+"""`billing serve`: the API, with the worker in the same process unless told otherwise."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,21 +13,12 @@ import uvicorn
 from litestar import Litestar
 
 from api.app import create_app
-from billing.cli.common import secret_or_exit, settings_or_exit
+from billing.cli.common import maybe_migrate, secret_or_exit, settings_or_exit
 from billing.domain.clock import SystemClock
 from billing.logs import configure_logging
 from billing.services.runtime import Runtime, build_runtime
 from billing.settings import Settings, load_settings
-from billing.store.migrations import upgrade
 from billing.worker import scheduler_running
-
-
-def _maybe_migrate(settings: Settings) -> None:
-    auto = settings.database.auto_migrate
-    if auto is None:
-        auto = settings.database.is_sqlite
-    if auto:
-        upgrade(settings.database.sync_url)
 
 
 @asynccontextmanager
@@ -98,7 +88,7 @@ def serve(host: str | None, port: int | None, no_worker: bool, workers: int) -> 
     )
     settings = settings.model_copy(update={"server": server})
     secret_or_exit(settings)
-    _maybe_migrate(settings)
+    maybe_migrate(settings)
     with_worker = settings.worker.enabled and not no_worker
     base = settings.public_url
     click.echo(f"billing-engine API on {base}  (docs: {base}/schema, OpenAPI: {base}/schema/openapi.json)")
@@ -131,24 +121,3 @@ def serve(host: str | None, port: int | None, no_worker: bool, workers: int) -> 
     finally:
         if background is not None:
             background.stop()
-
-
-@click.command()
-def worker() -> None:
-    """Run the worker only: renewals, retries, on-demand batches and outboxes."""
-    settings = settings_or_exit()
-    _maybe_migrate(settings)
-
-    async def run() -> None:
-        runtime = build_runtime(settings, SystemClock())
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            async with scheduler_running(runtime):
-                await stop.wait()
-        finally:
-            await runtime.aclose()
-
-    asyncio.run(run())

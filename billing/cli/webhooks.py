@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from billing.cli.common import settings_or_exit
+from billing.cli.common import echo_json, json_option, settings_or_exit
 from billing.domain.clock import SystemClock
 from billing.domain.errors import BillingError
 from billing.services.runtime import Runtime, build_runtime
@@ -59,10 +59,26 @@ def _emit(rows: list[dict[str, Any]], as_json: bool, columns: list[str]) -> None
 
 
 @webhooks_group.command("schedule")
-def schedule() -> None:
+@json_option("Print the schedule as JSON (seconds).")
+def schedule(as_json: bool) -> None:
     """Print when a failing delivery is retried, and when it is abandoned."""
     settings = settings_or_exit()
     plan = schedule_of(settings.webhooks)
+    if as_json:
+        echo_json(
+            {
+                "giveUpAfterHours": settings.webhooks.give_up_after_hours,
+                "retries": [
+                    {
+                        "retry": retry,
+                        "ceilingSeconds": ceiling.total_seconds(),
+                        "latestSinceQueuedSeconds": total.total_seconds(),
+                    }
+                    for retry, ceiling, total in plan.timeline()
+                ],
+            }
+        )
+        return
     click.echo(
         "Retry n waits a random time between 0 and the ceiling below (full jitter); retries stop "
         f"{settings.webhooks.give_up_after_hours:g} h after the delivery was queued, then it is abandoned."
@@ -144,7 +160,8 @@ def deliveries(client_id: str, endpoint_id: str, limit: int, as_json: bool) -> N
 @webhooks_group.command("retry")
 @click.option("--client", "client_id", required=True)
 @click.argument("delivery_id")
-def retry(client_id: str, delivery_id: str) -> None:
+@json_option()
+def retry(client_id: str, delivery_id: str, as_json: bool) -> None:
     """Send one delivery again as soon as a worker gets to it."""
     settings = settings_or_exit()
 
@@ -154,7 +171,11 @@ def retry(client_id: str, delivery_id: str) -> None:
         )
         return delivery.id
 
-    click.echo(f"queued {_run(settings, work, write=True)}")
+    queued = _run(settings, work, write=True)
+    if as_json:
+        echo_json({"queued": queued})
+        return
+    click.echo(f"queued {queued}")
 
 
 @webhooks_group.command("replay")
@@ -166,7 +187,8 @@ def retry(client_id: str, delivery_id: str) -> None:
     type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%d"]),
     help="Every event created at or after this instant (a date alone: its start in UTC).",
 )
-def replay(client_id: str, endpoint_id: str, since: datetime) -> None:
+@json_option()
+def replay(client_id: str, endpoint_id: str, since: datetime, as_json: bool) -> None:
     """Send every event since a time to an endpoint again."""
     settings = settings_or_exit()
     start = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
@@ -176,4 +198,8 @@ def replay(client_id: str, endpoint_id: str, since: datetime) -> None:
             session, client_id=client_id, endpoint_id=endpoint_id, since=start, now=runtime.clock.now()
         )
 
-    click.echo(f"queued {_run(settings, work, write=True)} events")
+    queued = _run(settings, work, write=True)
+    if as_json:
+        echo_json({"queuedEvents": queued})
+        return
+    click.echo(f"queued {queued} events")

@@ -9,13 +9,16 @@ from alembic.config import Config
 from alembic import command
 
 _ROOT = Path(__file__).resolve().parents[2]
+# An installed wheel carries the scripts beside this module; a source checkout keeps them at its root.
+_INSTALLED = Path(__file__).resolve().parent / "alembic"
+SCRIPTS = _INSTALLED if _INSTALLED.is_dir() else _ROOT / "alembic"
 
 
 def alembic_config(sync_url: str) -> Config:
     """An Alembic config pointing at this package's migrations and the given database."""
     ini = _ROOT / "alembic.ini"
     cfg = Config(str(ini)) if ini.exists() else Config()
-    cfg.set_main_option("script_location", str(_ROOT / "alembic"))
+    cfg.set_main_option("script_location", str(SCRIPTS))
     cfg.set_main_option("sqlalchemy.url", sync_url.replace("%", "%%"))
     cfg.attributes["configure_logger"] = False
     return cfg

@@ -26,6 +26,7 @@ def test_serve_starts_on_sqlite_and_answers(tmp_path: Path) -> None:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "BILLING_CONFIG": str(ROOT / "config" / "billing.toml"),
+        "BILLING_DATA_DIR": str(tmp_path),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "billing.cli", "serve", "--port", str(port)],
@@ -36,7 +37,7 @@ def test_serve_starts_on_sqlite_and_answers(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         health = None
         while time.monotonic() < deadline:
             try:

@@ -61,16 +61,16 @@ def test_a_generated_secret_passes() -> None:
 
 def test_config_check_and_serve_refuse_a_weak_secret(tmp_path: Path) -> None:
     check = billing("config", "check", cwd=tmp_path, BILLING_AUTH__JWT_SECRET="short")
-    assert check.returncode == 2
+    assert check.returncode == 3
     assert "auth.jwt_secret" in check.stderr
     assert "short" not in check.stderr
 
     (tmp_path / "jwt.secret").write_text("password")
     check = billing("config", "check", cwd=tmp_path)
-    assert check.returncode == 2
+    assert check.returncode == 3
     assert "jwt.secret" in check.stderr
     serve = billing("serve", "--port", "1", cwd=tmp_path)
-    assert serve.returncode == 2
+    assert serve.returncode == 3
     assert "jwt.secret" in serve.stderr
 
 

@@ -100,6 +100,6 @@ def test_config_check_fails_on_bad_file(tmp_path: Path) -> None:
         cwd=tmp_path,
         check=False,
     )
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "database.url" in result.stderr
     assert "mysql://x" in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -58,10 +59,12 @@ def test_renewals_run_once_handles_everything_due_and_reports(cli_env: str) -> N
     assert "0 due handled" in again.output
 
 
-def test_renewals_run_wants_once() -> None:
-    result = CliRunner().invoke(cli, ["renewals", "run"])
-    assert result.exit_code == 2
-    assert "--once" in result.output
+def test_renewals_run_is_one_pass_by_default(cli_env: str) -> None:
+    result = CliRunner().invoke(cli, ["renewals", "run", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["claimed"] == 0
+    assert set(summary) >= {"renewed", "payment_failed", "inactive", "expired", "seconds"}
 
 
 def test_policy_show_prints_the_plans_dated_timeline(cli_env: str) -> None:
