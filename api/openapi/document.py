@@ -28,6 +28,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json
 
 from api.auth import SIGNED_METHODS, needs_auth
 from api.envelope import ErrorEnvelope, failure
+from api.schemas.webhooks import PublishedEvent
 from api.schemas.wire import ERROR_TEXT
 from billing.domain.errors import spec
 from billing.services.idempotency import MAX_KEY_LENGTH
@@ -301,7 +302,11 @@ def build_contract(app: Litestar, base: dict[str, Any]) -> dict[str, Any]:
             if model is not None:
                 wanted.add((model, "serialization"))
         plan.append((path, method, handler, body))
+    wanted.add((PublishedEvent, "serialization"))
     refs, defs = _model_schemas(wanted)
+    # Events are published as the union of their typed shapes (one per type, `data` typed).
+    if "EventOut" in defs:
+        defs["EventOut"] = {**defs.pop(refs[(PublishedEvent, "serialization")]), "title": "EventOut"}
     components = document.setdefault("components", {})
     components["schemas"] = {**components.get("schemas", {}), **defs}
     components["securitySchemes"] = SECURITY_SCHEMES

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import AwareDatetime, BeforeValidator, Field, StringConstraints, WithJsonSchema
+from pydantic import (
+    AwareDatetime,
+    BeforeValidator,
+    Field,
+    RootModel,
+    StringConstraints,
+    WithJsonSchema,
+    create_model,
+)
 from pydantic_core import PydanticCustomError
 
 from api.schemas.wire import Flag, OutModel, Text, WireModel
+from billing.domain.events import EVENT_MODELS, EventPayload
 from billing.domain.webhooks import EVENT_TYPES
 from billing.services.webhooks.endpoints import URL_PATTERN, masked
 from billing.store.models import Event, WebhookDelivery, WebhookEndpoint
@@ -187,6 +196,33 @@ class EventOut(OutModel):
     sequence: int | None = Field(description="Order of the subscription's events (1, 2, ...).")
     created_at: datetime
     data: dict[str, Any]
+
+
+def _typed_event(payload: type[EventPayload]) -> type[OutModel]:
+    """The published shape of one event type: `type` fixed, `data` its payload model."""
+    fixed: Any = Literal[payload.type]
+    model: type[OutModel] = create_model(
+        f"{payload.__name__}Event",
+        __base__=OutModel,
+        __doc__=f"A `{payload.type}` event; `data` is its payload (docs/events.md).",
+        id=(str, ...),
+        type=(fixed, ...),
+        client_id=(str, ...),
+        subscription_id=(str | None, ...),
+        sequence=(int | None, Field(description="Order of the subscription's events (1, 2, ...).")),
+        created_at=(datetime, ...),
+        data=(payload, ...),
+    )
+    return model
+
+
+TYPED_EVENTS: tuple[type[OutModel], ...] = tuple(_typed_event(payload) for payload in EVENT_MODELS)
+
+
+class PublishedEvent(RootModel[Annotated[Union[TYPED_EVENTS], Field(discriminator="type")]]):  # type: ignore[valid-type]  # noqa: UP007
+    """An event as the OpenAPI document publishes it: one shape per `type`, whose `data` is that
+    type's payload model (billing/domain/events.py). The API renders `EventOut`; the contract tests
+    check every answer against this published union, so payloads and document cannot drift."""
 
 
 def event_out(event: Event) -> EventOut:
