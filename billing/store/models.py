@@ -412,8 +412,23 @@ class WebhookDelivery(SQLModel, table=True):
     __tablename__ = "webhook_delivery"
     __table_args__ = (
         sa.UniqueConstraint("client_id", "endpoint_id", "event_id"),
-        sa.Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
-        sa.Index("ix_webhook_delivery_order", "endpoint_id", "subscription_id", "sequence"),
+        # Only pending rows are ever claimed or hold back a later event: partial indexes stay as small
+        # as the backlog however many delivered rows the table keeps, and serve the claim's ORDER BY.
+        sa.Index(
+            "ix_webhook_delivery_due",
+            "next_attempt_at",
+            "id",
+            postgresql_where=sa.text("status = 'pending'"),
+            sqlite_where=sa.text("status = 'pending'"),
+        ),
+        sa.Index(
+            "ix_webhook_delivery_order",
+            "endpoint_id",
+            "subscription_id",
+            "sequence",
+            postgresql_where=sa.text("status = 'pending'"),
+            sqlite_where=sa.text("status = 'pending'"),
+        ),
         sa.Index("ix_webhook_delivery_log", "endpoint_id", "id"),
     )
 

@@ -206,6 +206,18 @@ def _sendable(now: datetime) -> list[Any]:
     ]
 
 
+def due_deliveries_query(now: datetime, limit: int) -> Any:
+    """The claim's candidates: sendable pending deliveries, oldest due first (served by the
+    partial index `ix_webhook_delivery_due` on pending rows, without a sort)."""
+    return (
+        select(_DELIVERY.c.id, _DELIVERY.c.endpoint_id)
+        .select_from(_DELIVERY.join(_ENDPOINT, _ENDPOINT.c.id == _DELIVERY.c.endpoint_id))
+        .where(*_sendable(now))
+        .order_by(_DELIVERY.c.next_attempt_at, _DELIVERY.c.id)
+        .limit(limit)
+    )
+
+
 async def claim_due_deliveries(
     session: Session,
     *,
@@ -220,13 +232,7 @@ async def claim_due_deliveries(
 
     `room` tells how many more deliveries each endpoint may have in flight in this process.
     """
-    query = (
-        select(_DELIVERY.c.id, _DELIVERY.c.endpoint_id)
-        .select_from(_DELIVERY.join(_ENDPOINT, _ENDPOINT.c.id == _DELIVERY.c.endpoint_id))
-        .where(*_sendable(now))
-        .order_by(_DELIVERY.c.next_attempt_at, _DELIVERY.c.id)
-        .limit(limit * 4)
-    )
+    query = due_deliveries_query(now, limit * 4)
     if is_postgres(session):
         query = query.with_for_update(of=_DELIVERY, skip_locked=True)
     conn = await session.connection()
