@@ -35,6 +35,7 @@ from sqlalchemy import delete
 from sqlmodel import col, select
 
 from billing.domain.errors import BillingError
+from billing.processors.base import CardInfo
 from billing.processors.sandbox import SandboxProcessor
 from billing.services.payment_methods import (
     NewPaymentMethod,
@@ -44,6 +45,7 @@ from billing.services.payment_methods import (
 )
 from billing.services.renewals.renewal_pass import RenewalPass
 from billing.services.runtime import Runtime, build_runtime
+from billing.services.sandbox_clock import advance_clock
 from billing.store.engine import transaction
 from billing.store.models import ALL_TABLES, Charge, Subscription
 from tests.clock import FixedClock
@@ -292,3 +294,72 @@ def test_the_machine_can_fail_when_a_replaced_card_is_charged(settings: Any) -> 
         raise AssertionError("charging only the new default went unnoticed")
     finally:
         machine.teardown()
+
+
+# The timeline in docs/subscriptions.md ("Fallback cards"), run on the sandbox clock.
+
+ENROLLED = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)  # the `clock` fixture's start
+
+
+@pytest.mark.anyio
+async def test_the_documented_timeline(engine_runtime: Runtime) -> None:
+    runtime = engine_runtime
+    async with transaction(runtime.sessions) as session:
+        client = await factory.make_client(session, now=ENROLLED)  # sandbox, America/Guatemala
+        plan = await factory.make_plan(
+            session, client, now=ENROLLED, daily_attempts=3, interval_attempt_hours=24
+        )
+        card_a = await factory.make_method(session, client, "u-1", now=ENROLLED, card="4000000000000341")
+        sub = await factory.enrol(session, client, plan, card_a, enrolled_at=ENROLLED)
+
+    async def add(number: str, *fallback_for: str) -> str:
+        card = CardInfo(number=number, exp_month=12, exp_year=2030, cvv="123", holder_name="Ada")
+        request = NewPaymentMethod(user_id="u-1", processor="sandbox", card=card, fallback_for=fallback_for)
+        method = await add_payment_method(
+            runtime.sessions, runtime.clock, runtime.processors, client_id=client.id, request=request
+        )
+        return method.id
+
+    async def set_default(method_id: str, *, keep: bool = False) -> list[str]:
+        async with transaction(runtime.sessions) as session:
+            view = await set_default_payment_method(
+                session,
+                runtime.clock,
+                client_id=client.id,
+                subscription_id=sub.id,
+                method_id=method_id,
+                keep_as_fallback=keep,
+            )
+        return view.payment_method_ids
+
+    async def renewal_charges() -> list[tuple[int, str | None, str, str | None]]:
+        async with runtime.sessions() as session:
+            rows = await session.exec(
+                select(Charge)
+                .where(Charge.subscription_id == sub.id, Charge.kind == "renewal")
+                .order_by(col(Charge.created_at), col(Charge.method_index))
+            )
+            return [(c.attempt, c.payment_method_id, c.state, c.decline_code) for c in rows.all()]
+
+    # Feb 1: B is added as a fallback of the subscription; E is added for the cardholder only.
+    await advance_clock(runtime, client.id, to=datetime(2026, 2, 1, 12, tzinfo=UTC))
+    card_b = await add("4000000000009995", sub.id)  # insufficient funds
+    card_e = await add("4242424242424242")
+    # Feb 10: the cardholder's new card C becomes the default; A, replaced, leaves the subscription.
+    await advance_clock(runtime, client.id, to=datetime(2026, 2, 10, 12, tzinfo=UTC))
+    card_c = await add("4000000000000341")
+    assert await set_default(card_c) == [card_c, card_b]
+    # Feb 15, 00:00 local (06:00 UTC): the renewal tries C, then B. Neither A nor E.
+    await advance_clock(runtime, client.id, to=datetime(2026, 2, 15, 12, tzinfo=UTC))
+    assert await renewal_charges() == [
+        (1, card_c, "failed", "7201"),
+        (1, card_b, "failed", "7303"),
+    ]
+    # Feb 15, 12:00 UTC: E becomes the default, C kept as the first fallback; E is charged at once.
+    assert await set_default(card_e, keep=True) == [card_e, card_c, card_b]
+    await advance_clock(runtime, client.id, advance_seconds=60)
+    assert (await renewal_charges())[2:] == [(2, card_e, "succeeded", None)]
+    # Mar 15: the renewal is paid by E; A was never charged after Feb 10.
+    await advance_clock(runtime, client.id, to=datetime(2026, 3, 15, 12, tzinfo=UTC))
+    assert (await renewal_charges())[3:] == [(1, card_e, "succeeded", None)]
+    assert card_a.id not in {method_id for _, method_id, _, _ in await renewal_charges()}
