@@ -128,11 +128,14 @@ async def add_payment_method(
         method.token = _checked_token(processor, request.card_id.strip())
     async with transaction(sessions) as session:
         await load_client(session, client_id)
+        backed: list[Subscription] = []
         if fallback_for:
+            # Checked again in the transaction that attaches the card (the first check ran before
+            # the processor call); the lock keeps set-default and removals of this cardholder out.
             await store.lock_cardholder(session, client_id, user_id)
             backed = await _subscriptions_to_back(session, client_id, user_id, fallback_for)
         await store.add_payment_method(session, method)
-        for subscription in backed if fallback_for else ():
+        for subscription in backed:
             await store.attach_last(session, client_id, subscription.id, method.id)
     return method
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -336,3 +337,30 @@ async def test_bad_removals(merchant: Any, merchant_factory: Any, enrolled: dict
     error_of(await merchant.delete(PATH, json={"paymentMethodId": card_id, "userId": "user-2"}), 404, "7200")
     error_of(await merchant.delete(PATH, json={"paymentMethodId": card_id, "clientId": "cli_x"}), 403, "7605")
     error_of(await other.delete(PATH, json={"paymentMethodId": card_id}), 404, "7200")
+
+
+async def test_concurrent_set_defaults_leave_one_consistent_list(
+    merchant: Any, enrolled: dict[str, Any], runtime: Any
+) -> None:
+    """Two set-defaults on one subscription at once: one goes after the other (the cardholder's
+    lock), never a mix of both lists or a duplicate key."""
+    first = enrolled["defaultPaymentMethodId"]
+    x = (await _add(merchant, cardInfo=card("5555555555554444")))["id"]
+    y = (await _add(merchant, cardInfo=card("4000056655665556")))["id"]
+
+    async def set_default(method_id: str) -> None:
+        async with transaction(runtime.sessions) as session:
+            await payment_method_service.set_default_payment_method(
+                session,
+                runtime.clock,
+                client_id=merchant.id,
+                subscription_id=enrolled["id"],
+                method_id=method_id,
+                keep_as_fallback=True,
+            )
+
+    await asyncio.gather(set_default(x), set_default(y))
+
+    detail = await _detail(merchant, enrolled["id"])
+    assert detail["paymentMethodIds"] in ([y, x, first], [x, y, first])
+    assert detail["defaultPaymentMethodId"] == detail["paymentMethodIds"][0]
