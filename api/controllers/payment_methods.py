@@ -39,7 +39,11 @@ class PaymentMethodsController(Controller):
         merchant: NamedDependency[AuthenticatedClient],
         data: JSONBody[AddPaymentMethodIn],
     ) -> dict[str, Any]:
-        """Save a card for a cardholder (`tokenizeData`); it becomes their last fallback.
+        """Save a card for a cardholder (`tokenizeData`).
+
+        The card backs no subscription until it is set as a default, unless `tokenizeData.fallbackFor` lists
+        subscriptions of this cardholder: it becomes the last fallback of each (7041 unknown,
+        7000 another cardholder's, 7050 not active).
 
         `cardId` is a token the processor issued (sandbox `tok_sbx_...`, stripe `cus_...:pm_...`);
         raw card data goes in `cardInfo` instead and is tokenized (not pre-authorized: use
@@ -71,8 +75,9 @@ class PaymentMethodsController(Controller):
     ) -> dict[str, Any]:
         """Remove a card (`{paymentMethodId, userId?, clientId?}` in the body).
 
-        Subscriptions that defaulted to it move to the cardholder's next card. Errors: 7200
-        unknown or already removed card, 7051 it is the only card behind an active subscription.
+        The card leaves every subscription; one that defaulted to it moves to its own first
+        fallback. Errors: 7200 unknown or already removed card, 7051 it is the only card behind
+        an active subscription.
         """
         ensure_same_client(merchant, data.client_id, field="clientId")
         async with runtime.sessions() as session, session.begin():
@@ -96,10 +101,11 @@ class PaymentMethodsController(Controller):
         merchant: NamedDependency[AuthenticatedClient],
         data: JSONBody[SetDefaultIn],
     ) -> dict[str, Any]:
-        """Make a card the subscription's default (`{subscriptionId, paymentMethodId}`).
+        """Make a card the subscription's default (`{subscriptionId, paymentMethodId, keepAsFallback?}`).
 
-        The card moves to the front of the cardholder's fallbacks, the previous default right
-        behind it. On a subscription in grace the worker retries at once with the new card while
+        The card it replaces stops backing the subscription (it is never charged for it again),
+        unless `keepAsFallback` is true: then it is the first fallback, ahead of the others. On a
+        subscription in grace the worker retries at once with the new card while
         the grace policy allows. Errors: 7041, 7200 (unknown card or another cardholder's), 7050
         the subscription is not active.
         """
@@ -111,5 +117,6 @@ class PaymentMethodsController(Controller):
                 client_id=merchant.id,
                 subscription_id=data.subscription_id,
                 method_id=data.payment_method_id,
+                keep_as_fallback=data.keep_as_fallback,
             )
         return render(subscription_out(view), "Default payment method set")

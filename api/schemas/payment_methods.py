@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from api.schemas.cards import CardInfoIn
-from api.schemas.wire import Line, OutModel, Text, WireModel
+from api.schemas.wire import Flag, Line, OutModel, Text, WireModel
 from billing.services.payment_methods import NewPaymentMethod
 from billing.store.models import PaymentMethod
 
@@ -28,6 +28,12 @@ class TokenizeDataIn(WireModel):
         None, description="Raw card data instead of cardId; tokenized, never stored."
     )
     alias: Text | None = Field(None, max_length=100)
+    fallback_for: list[Text] | None = Field(
+        None,
+        max_length=100,
+        description="Active subscriptions of this cardholder the new card backs, as their last fallback. "
+        "Without it the card backs no subscription until it is set as a default.",
+    )
 
     def request(self) -> NewPaymentMethod:
         return NewPaymentMethod(
@@ -36,6 +42,7 @@ class TokenizeDataIn(WireModel):
             card_id=self.card_id,
             card=self.card_info.card() if self.card_info is not None else None,
             alias=self.alias,
+            fallback_for=tuple(self.fallback_for or ()),
         )
 
 
@@ -58,6 +65,11 @@ class SetDefaultIn(WireModel):
 
     subscription_id: Text
     payment_method_id: Text
+    keep_as_fallback: Flag = Field(
+        False,
+        description="Keep the card being replaced as the subscription's first fallback. "
+        "By default it stops backing the subscription and is never charged for it again.",
+    )
     client_id: Text | None = Field(None, description="Your client id; must match the token when sent.")
 
 

@@ -99,7 +99,13 @@ class SubscriptionOut(OutModel):
     trial_ends_at: datetime | None
     cycles_paid: int
     default_payment_method_id: str | None
-    payment_method_ids: list[str] = Field(description="Default first, then the fallbacks in order.")
+    payment_method_ids: list[str] = Field(
+        description="The cards behind this subscription: the default first, then the fallbacks in order."
+    )
+    fallback_cards: list[PaymentMethodOut] = Field(
+        description="The cards tried, in this order, when the default fails; only cards attached to "
+        "this subscription, never the cardholder's others."
+    )
     grace: GraceOut | None
     cancelled_at: datetime | None
     ended_at: datetime | None
@@ -179,6 +185,7 @@ def subscription_out(view: SubscriptionView) -> SubscriptionOut:
         cycles_paid=sub.cycles_paid,
         default_payment_method_id=sub.default_payment_method_id,
         payment_method_ids=view.payment_method_ids,
+        fallback_cards=[payment_method_out(card) for card in view.fallback_cards],
         grace=grace,
         cancelled_at=sub.cancelled_at,
         ended_at=sub.ended_at,

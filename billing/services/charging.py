@@ -57,7 +57,7 @@ from billing.store.charges import (
 from billing.store.engine import Session, SessionFactory, transaction
 from billing.store.ids import new_id
 from billing.store.models import Charge
-from billing.store.payment_methods import CardholderMethod
+from billing.store.payment_methods import SubscriptionMethod
 
 log = logging.getLogger("billing.charging")
 
@@ -77,17 +77,22 @@ class MethodChoice:
 def methods_in_order(
     default_payment_method_id: str | None,
     allowed_processors: Sequence[str],
-    cardholder_methods: Sequence[CardholderMethod],
+    subscription_methods: Sequence[SubscriptionMethod],
     processors: Mapping[str, PaymentProcessor],
 ) -> tuple[MethodChoice, ...]:
-    """The subscription's default method first, then the cardholder's other active methods.
+    """The subscription's default method first, then the fallbacks attached to that subscription.
 
-    One rule for every kind of charge: only processors this process runs and, when the plan
-    lists any, that the plan allows; the cardholder's order is kept among the fallbacks.
+    One rule for every kind of charge (renewals, grace retries, on-demand items):
+    `subscription_methods` are the subscription's own active cards
+    (`billing.store.payment_methods.methods_of_subscriptions`), never the cardholder's others;
+    only processors this process runs and, when the plan lists any, that the plan allows; the
+    subscription's order is kept among the fallbacks.
     """
     allowed = set(allowed_processors)
     usable = [
-        m for m in cardholder_methods if m.processor in processors and (not allowed or m.processor in allowed)
+        m
+        for m in subscription_methods
+        if m.processor in processors and (not allowed or m.processor in allowed)
     ]
     usable.sort(key=lambda m: m.id != default_payment_method_id)  # stable: default first
     return tuple(MethodChoice(m.id, m.processor, m.token) for m in usable)

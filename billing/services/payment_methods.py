@@ -1,8 +1,14 @@
 """A cardholder's payment methods: add, remove, choose the default of a subscription.
 
-Every active method of a cardholder backs each of their subscriptions: the subscription's
-default first, then the others in `priority` order. Choosing a new default puts that card first
-and keeps the others in their order, so the previous default becomes the first fallback.
+A subscription is backed by the cards attached to it, not by every card of the cardholder: its
+default first, then its fallbacks in order (docs/subscriptions.md, "Fallback cards").
+
+- Enrolment attaches the verified card. A card added later backs no subscription unless the
+  request names the subscriptions it is a fallback for (`fallbackFor`); it goes last on each.
+- set-default attaches the card as the subscription's default. The card it replaces leaves the
+  subscription unless the merchant keeps it (`keepAsFallback`), as the first fallback.
+- A removed card leaves every subscription; one that was a default is replaced by that
+  subscription's first fallback, and a card that is all an active subscription has cannot go.
 
 `tokenizeData.cardId` is a token the processor already issued (for `sandbox`, a `tok_sbx_...`
 token; for `stripe`, `cus_...:pm_...`); anything without that shape is refused, and so is
@@ -43,6 +49,7 @@ class NewPaymentMethod:
     card_id: str | None = None
     card: CardInfo | None = None
     alias: str | None = None
+    fallback_for: tuple[str, ...] = ()  # subscriptions of this cardholder the card backs, last
 
 
 def _checked_token(processor: PaymentProcessor, card_id: str) -> str:
@@ -74,11 +81,14 @@ async def add_payment_method(
     client_id: str,
     request: NewPaymentMethod,
 ) -> PaymentMethod:
-    """Save a card for a cardholder as their last fallback.
+    """Save a card for a cardholder, and make it the last fallback of the subscriptions in
+    `request.fallback_for` (none by default: a new card backs no subscription until asked).
 
     Raises 7005 for an unknown processor, 7000 unless exactly one of cardId / cardInfo is given,
     7204 for a cardId that is not the processor's token shape (card numbers included), and
-    tokenize's errors (7204, 7202, declines) for cardInfo.
+    tokenize's errors (7204, 7202, declines) for cardInfo; for `fallbackFor`, 7041 (unknown
+    subscription), 7000 (another cardholder's) and 7050 (not active), before anything is
+    tokenized and again when the card is saved.
     """
     processor = processor_named(processors, request.processor, field="tokenizeData.processorId")
     if (request.card_id is None) == (request.card is None):
@@ -92,6 +102,10 @@ async def add_payment_method(
         raise BillingError(
             "CHECK_PARAMETERS", message="userId must not be empty.", field="tokenizeData.userId"
         )
+    fallback_for = list(dict.fromkeys(request.fallback_for))
+    if fallback_for:
+        async with transaction(sessions) as session:
+            await _subscriptions_to_back(session, client_id, user_id, fallback_for)
     method = PaymentMethod(
         id=new_id("payment_method"),
         client_id=client_id,
@@ -114,8 +128,41 @@ async def add_payment_method(
         method.token = _checked_token(processor, request.card_id.strip())
     async with transaction(sessions) as session:
         await load_client(session, client_id)
+        backed: list[Subscription] = []
+        if fallback_for:
+            # Checked again in the transaction that attaches the card (the first check ran before
+            # the processor call); the lock keeps set-default and removals of this cardholder out.
+            await store.lock_cardholder(session, client_id, user_id)
+            backed = await _subscriptions_to_back(session, client_id, user_id, fallback_for)
         await store.add_payment_method(session, method)
+        for subscription in backed:
+            await store.attach_last(session, client_id, subscription.id, method.id)
     return method
+
+
+async def _subscriptions_to_back(
+    session: Session, client_id: str, user_id: str, subscription_ids: list[str]
+) -> list[Subscription]:
+    """The subscriptions a new card is to back: the client's, this cardholder's, active."""
+    found: list[Subscription] = []
+    for subscription_id in subscription_ids:
+        subscription = await subscription_store.get_subscription(session, client_id, subscription_id)
+        if subscription is None:
+            raise BillingError("SUBSCRIPTION_NOT_FOUND", field="tokenizeData.fallbackFor")
+        if subscription.user_id != user_id:
+            raise BillingError(
+                "CHECK_PARAMETERS",
+                message="tokenizeData.fallbackFor names a subscription of another cardholder.",
+                field="tokenizeData.fallbackFor",
+            )
+        if subscription.status != "active":
+            raise BillingError(
+                "STATE_CONFLICT",
+                message=f"Subscription {subscription.id} is {subscription.status}; its cards can no longer change.",
+                field="tokenizeData.fallbackFor",
+            )
+        found.append(subscription)
+    return found
 
 
 async def _method_of(session: Session, client_id: str, method_id: str, field: str) -> PaymentMethod:
@@ -128,28 +175,41 @@ async def _method_of(session: Session, client_id: str, method_id: str, field: st
 async def remove_payment_method(
     session: Session, clock: Clock, *, client_id: str, method_id: str, user_id: str | None = None
 ) -> PaymentMethod:
-    """Retire a card. Subscriptions that defaulted to it move to the cardholder's next card.
+    """Retire a card: it leaves every subscription it backed. An active subscription that
+    defaulted to it moves to its own first fallback.
 
     Raises 7200 CARD_NOT_FOUND for an unknown, removed or other cardholder's card and 7051
-    LAST_PAYMENT_METHOD when it is the only card left behind an active subscription.
+    LAST_PAYMENT_METHOD when it is the only card behind an active subscription (set another
+    default first: the cardholder's other cards do not back that subscription).
     """
     method = await _method_of(session, client_id, method_id, "paymentMethodId")
     if user_id is not None and user_id != method.user_id:
         raise BillingError("CARD_NOT_FOUND", field="paymentMethodId")
     # Serialise changes to this cardholder's cards, so two removals cannot each leave "the other one".
     await store.lock_cardholder(session, client_id, method.user_id)
-    remaining = [
-        m for m in await store.active_methods(session, client_id, method.user_id) if m.id != method.id
-    ]
-    active = await subscription_store.active_subscriptions_of_user(session, client_id, method.user_id)
-    if active and not remaining:
-        raise BillingError("LAST_PAYMENT_METHOD", field="paymentMethodId")
+    await session.refresh(method)  # as of the lock: a concurrent removal went first
+    if method.status != store.ACTIVE:
+        raise BillingError("CARD_NOT_FOUND", field="paymentMethodId")
     now = clock.now()
-    for subscription in active:
+    for subscription in await subscription_store.active_subscriptions_of_user(
+        session, client_id, method.user_id
+    ):
+        cards = [m.id for m in await store.cards_of_subscription(session, subscription)]
+        if method.id not in cards:
+            continue
+        remaining = [card for card in cards if card != method.id]
+        if not remaining:
+            raise BillingError(
+                "LAST_PAYMENT_METHOD",
+                message=f"The card is the only one behind active subscription {subscription.id};"
+                " set another default for it first.",
+                field="paymentMethodId",
+            )
         if subscription.default_payment_method_id == method.id:
-            subscription.default_payment_method_id = remaining[0].id
+            subscription.default_payment_method_id = remaining[0]
             subscription.updated_at = now
     method.status = store.REMOVED
+    await store.detach_everywhere(session, client_id, method.id)
     await session.flush()
     return method
 
@@ -166,9 +226,17 @@ def _episode_of(subscription: Subscription) -> Episode | None:
 
 
 async def set_default_payment_method(
-    session: Session, clock: Clock, *, client_id: str, subscription_id: str, method_id: str
+    session: Session,
+    clock: Clock,
+    *,
+    client_id: str,
+    subscription_id: str,
+    method_id: str,
+    keep_as_fallback: bool = False,
 ) -> SubscriptionView:
-    """Make a card the subscription's default and the cardholder's first fallback.
+    """Make a card the subscription's default. The card it replaces stops backing the
+    subscription, unless `keep_as_fallback`: then it is the first fallback. The subscription's
+    other fallbacks keep their order.
 
     On a subscription in grace this asks the worker for an immediate retry (`next_attempt_at`
     = now) when the grace policy still allows one. That request only lands while the
@@ -191,6 +259,14 @@ async def set_default_payment_method(
     client = await load_client(session, client_id)
     now = local_now = client_now(clock, client)
     episode = _episode_of(subscription) if subscription.renewal_status == "in_grace" else None
+    # One change to a cardholder's cards at a time: the card and the default it replaces are read
+    # again under the lock (a removal or another set-default may have gone first).
+    await store.lock_cardholder(session, client_id, subscription.user_id)
+    await session.refresh(method)
+    if method.status != store.ACTIVE:
+        raise BillingError("CARD_NOT_FOUND", field="paymentMethodId")
+    await session.refresh(subscription)
+    replaced = subscription.default_payment_method_id
     if not await subscription_store.update_if_active(
         session, subscription, default_payment_method_id=method.id, updated_at=now
     ):
@@ -207,5 +283,13 @@ async def set_default_payment_method(
         await subscription_store.request_grace_retry(
             session, subscription, grace_started_at=episode.started_at, **retry
         )
-    await store.put_first(session, method)
+    order = [method.id]
+    if keep_as_fallback and replaced is not None and replaced != method.id:
+        order.append(replaced)
+    order += [
+        m
+        for m in await store.attached_ids(session, client_id, subscription.id)
+        if m not in (method.id, replaced)
+    ]
+    await store.set_attached(session, client_id, subscription.id, order)
     return await subscription_detail(session, client_id=client_id, subscription_id=subscription.id)

@@ -23,7 +23,7 @@ from billing.store import events
 from billing.store import payment_methods as method_store
 from billing.store import subscriptions as store
 from billing.store.engine import Session
-from billing.store.models import Charge, Plan, Subscription
+from billing.store.models import Charge, PaymentMethod, Plan, Subscription
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,18 @@ class SubscriptionView:
     """A subscription with what its API representation needs beyond the row."""
 
     subscription: Subscription
-    payment_method_ids: list[str]  # default first, then fallbacks in order
+    cards: list[PaymentMethod]  # the active cards behind it: default first, then fallbacks in order
     next_renewal_date: datetime | None
+
+    @property
+    def payment_method_ids(self) -> list[str]:
+        """The ids of `cards`: default first, then the fallbacks in order."""
+        return [card.id for card in self.cards]
+
+    @property
+    def fallback_cards(self) -> list[PaymentMethod]:
+        """The cards charged after the default fails, in order."""
+        return [card for card in self.cards if card.id != self.subscription.default_payment_method_id]
 
 
 async def _view(
@@ -41,10 +51,9 @@ async def _view(
     if subscription.plan_id not in plans:
         plans[subscription.plan_id] = await session.get(Plan, subscription.plan_id)
     plan = plans[subscription.plan_id]
-    methods = await method_store.methods_for_subscription(session, subscription)
     return SubscriptionView(
         subscription=subscription,
-        payment_method_ids=[m.id for m in methods],
+        cards=await method_store.cards_of_subscription(session, subscription),
         next_renewal_date=next_renewal_date(subscription, plan),
     )
 

@@ -174,7 +174,7 @@ class PaymentMethod(SQLModel, table=True):
     exp_month: int | None = None
     exp_year: int | None = None
     alias: str | None = Field(default=None, max_length=100)
-    priority: int = 0  # fallback order among a cardholder's methods (lower first)
+    priority: int = 0  # order of addition among a cardholder's cards; fallbacks are per subscription
     status: str = Field(default="active", max_length=16)  # active | removed
     expiry_notified_at: datetime | None = None
     created_at: datetime
@@ -224,6 +224,23 @@ class Subscription(SQLModel, table=True):
     ended_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
+
+
+class SubscriptionPaymentMethod(SQLModel, table=True):
+    """A card that backs a subscription, in `position` order (lower first).
+
+    The subscription's default is charged first whatever its position, then its other cards
+    here by position: the fallbacks. Only these cards are ever charged for the subscription, not
+    every card of the cardholder (docs/subscriptions.md, "Fallback cards").
+    """
+
+    __tablename__ = "subscription_payment_method"
+    __table_args__ = (sa.Index("ix_subscription_payment_method_card", "client_id", "payment_method_id"),)
+
+    client_id: str = Field(primary_key=True, foreign_key="client.id", max_length=ID)
+    subscription_id: str = Field(primary_key=True, foreign_key="subscription.id", max_length=ID)
+    payment_method_id: str = Field(primary_key=True, foreign_key="payment_method.id", max_length=ID)
+    position: int
 
 
 class Charge(SQLModel, table=True):
@@ -532,6 +549,7 @@ ALL_TABLES = [
     Transaction,
     PaymentMethod,
     Subscription,
+    SubscriptionPaymentMethod,
     Charge,
     Refund,
     Batch,

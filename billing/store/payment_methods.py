@@ -1,7 +1,8 @@
-"""Payment methods (processor tokens) of a client's cardholders, and their fallback order.
+"""Payment methods (processor tokens) of a client's cardholders, and the cards behind each subscription.
 
-A cardholder's active methods are the payment methods of every subscription they hold: the
-subscription's default first, then the others by `priority` (lower first, then oldest first).
+A subscription is backed by the cards attached to it (`subscription_payment_method`, in
+`position` order): its default is charged first, then its other attached cards, its fallbacks.
+Another card of the same cardholder is never charged for it. Removed cards leave every list.
 """
 
 from __future__ import annotations
@@ -9,16 +10,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, update
+from sqlalchemy import delete, func, insert, literal, union_all, update
 from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
 from billing.domain.card_numbers import may_hold_card_number
 from billing.store.engine import Session
-from billing.store.models import PaymentMethod, Subscription
+from billing.store.models import PaymentMethod, Subscription, SubscriptionPaymentMethod
 from billing.store.owned import owned_row
 
 _METHOD = PaymentMethod.metadata.tables["payment_method"]
+_ATTACHED = PaymentMethod.metadata.tables["subscription_payment_method"]
+_SUB = PaymentMethod.metadata.tables["subscription"]
 _CHUNK = 1000
 ACTIVE = "active"
 REMOVED = "removed"
@@ -36,7 +39,7 @@ async def next_priority(session: Session, client_id: str, user_id: str) -> int:
 
 
 async def add_payment_method(session: Session, method: PaymentMethod) -> PaymentMethod:
-    """Insert `method` as the cardholder's last fallback.
+    """Insert `method` as the cardholder's newest card (attached to no subscription).
 
     Raises ValueError, writing nothing, for a token that may hold a card number: callers refuse
     such tokens with 7204 first, so this only stops a slip from ever reaching the disk.
@@ -55,7 +58,7 @@ async def get_payment_method(session: Session, client_id: str, method_id: str) -
 
 
 async def active_methods(session: Session, client_id: str, user_id: str) -> Sequence[PaymentMethod]:
-    """The cardholder's active methods in fallback order."""
+    """The cardholder's active methods, in the order they were added."""
     query = (
         select(PaymentMethod)
         .where(PaymentMethod.client_id == client_id)
@@ -64,22 +67,6 @@ async def active_methods(session: Session, client_id: str, user_id: str) -> Sequ
         .order_by(col(PaymentMethod.priority), col(PaymentMethod.created_at), col(PaymentMethod.id))
     )
     return (await session.exec(query)).all()
-
-
-async def methods_for_subscription(session: Session, subscription: Subscription) -> list[PaymentMethod]:
-    """The methods a charge for `subscription` tries, in order: its default, then the fallbacks."""
-    methods = list(await active_methods(session, subscription.client_id, subscription.user_id))
-    methods.sort(key=lambda m: m.id != subscription.default_payment_method_id)  # stable: default first
-    return methods
-
-
-async def put_first(session: Session, method: PaymentMethod) -> None:
-    """Make `method` the cardholder's first fallback, keeping the others in their current order."""
-    others = [m for m in await active_methods(session, method.client_id, method.user_id) if m.id != method.id]
-    method.priority = 0
-    for position, other in enumerate(others, start=1):
-        other.priority = position
-    await session.flush()
 
 
 async def lock_cardholder(session: Session, client_id: str, user_id: str) -> None:
@@ -97,8 +84,8 @@ async def lock_cardholder(session: Session, client_id: str, user_id: str) -> Non
 
 
 @dataclass(frozen=True, slots=True)
-class CardholderMethod:
-    """An active payment method of a cardholder, in fallback order."""
+class SubscriptionMethod:
+    """An active card behind a subscription, as a charge needs it."""
 
     id: str
     client_id: str
@@ -107,30 +94,139 @@ class CardholderMethod:
     token: str
 
 
-async def methods_of_cardholders(
-    session: Session, cardholders: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], list[CardholderMethod]]:
-    """Active methods of each (client_id, user_id), by priority, then age (the fallback order)."""
+async def attached_ids(session: Session, client_id: str, subscription_id: str) -> list[str]:
+    """The ids of the cards attached to the subscription, by position (any status)."""
+    query = (
+        sa_select(_ATTACHED.c.payment_method_id)
+        .where(_ATTACHED.c.client_id == client_id, _ATTACHED.c.subscription_id == subscription_id)
+        .order_by(_ATTACHED.c.position, _ATTACHED.c.payment_method_id)
+    )
+    return list((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
+
+
+async def _insert_attached(
+    session: Session, client_id: str, subscription_id: str, method_ids: Sequence[str], *, first: int = 0
+) -> None:
+    """Attach `method_ids` to the subscription at positions `first`, `first` + 1, ..."""
+    if not method_ids:
+        return
+    await session.exec(
+        insert(_ATTACHED),
+        params=[
+            {
+                "client_id": client_id,
+                "subscription_id": subscription_id,
+                "payment_method_id": method_id,
+                "position": position,
+            }
+            for position, method_id in enumerate(method_ids, start=first)
+        ],
+    )
+
+
+async def set_attached(
+    session: Session, client_id: str, subscription_id: str, method_ids: Sequence[str]
+) -> None:
+    """Make `method_ids` (in this order, no repeats) the cards attached to the subscription."""
+    await session.exec(
+        delete(_ATTACHED).where(
+            _ATTACHED.c.client_id == client_id, _ATTACHED.c.subscription_id == subscription_id
+        )
+    )
+    await _insert_attached(session, client_id, subscription_id, method_ids)
+
+
+async def attach_first_card(session: Session, client_id: str, subscription_id: str, method_id: str) -> None:
+    """Attach the first card of a subscription that has none yet (its enrolment card)."""
+    await _insert_attached(session, client_id, subscription_id, [method_id])
+
+
+async def attach_last(session: Session, client_id: str, subscription_id: str, method_id: str) -> None:
+    """Attach a card to the subscription behind its other cards (no change if it is attached)."""
+    order = await attached_ids(session, client_id, subscription_id)
+    if method_id not in order:
+        await _insert_attached(session, client_id, subscription_id, [method_id], first=len(order))
+
+
+async def detach_everywhere(session: Session, client_id: str, method_id: str) -> None:
+    """Take a card off every subscription it is attached to."""
+    await session.exec(
+        delete(_ATTACHED).where(
+            _ATTACHED.c.client_id == client_id, _ATTACHED.c.payment_method_id == method_id
+        )
+    )
+
+
+async def cards_of_subscription(session: Session, subscription: Subscription) -> list[PaymentMethod]:
+    """The active cards a charge for `subscription` tries, in order: its default, then its fallbacks."""
+    attached = SubscriptionPaymentMethod
+    query = (
+        select(PaymentMethod)
+        .join(
+            attached,
+            (col(attached.payment_method_id) == col(PaymentMethod.id))
+            & (col(attached.client_id) == col(PaymentMethod.client_id))
+            & (col(attached.subscription_id) == subscription.id),
+            isouter=True,
+        )
+        .where(PaymentMethod.client_id == subscription.client_id)
+        .where(PaymentMethod.status == ACTIVE)
+        .where(
+            (col(PaymentMethod.id) == subscription.default_payment_method_id)
+            | col(attached.subscription_id).is_not(None)
+        )
+        .order_by(col(attached.position), col(PaymentMethod.id))
+    )
+    methods = list((await session.exec(query)).all())
+    methods.sort(key=lambda m: m.id != subscription.default_payment_method_id)  # stable: default first
+    return methods
+
+
+async def methods_of_subscriptions(
+    session: Session, subscriptions: Sequence[tuple[str, str]]
+) -> dict[str, list[SubscriptionMethod]]:
+    """The active cards behind each (client_id, subscription_id): its default first, then the cards
+    attached to it by position. One statement per chunk of subscriptions."""
     conn = await session.connection()
-    wanted = set(cardholders)
-    found: dict[tuple[str, str], list[CardholderMethod]] = {pair: [] for pair in wanted}
-    clients = sorted({client for client, _ in wanted})
-    users = sorted({user for _, user in wanted})
-    for start in range(0, len(users), _CHUNK):
-        rows = await conn.execute(
-            sa_select(
-                _METHOD.c.id, _METHOD.c.client_id, _METHOD.c.user_id, _METHOD.c.processor, _METHOD.c.token
+    found: dict[str, list[SubscriptionMethod]] = {sub_id: [] for _, sub_id in subscriptions}
+    seen: dict[str, set[str]] = {sub_id: set() for sub_id in found}
+    wanted = sorted(set(subscriptions))
+    columns = (_METHOD.c.id, _METHOD.c.client_id, _METHOD.c.user_id, _METHOD.c.processor, _METHOD.c.token)
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start : start + _CHUNK]
+        clients = sorted({client for client, _ in chunk})
+        ids = [sub_id for _, sub_id in chunk]
+        defaults = (
+            sa_select(_SUB.c.id.label("subscription_id"), literal(-1).label("position"), *columns)
+            .join(
+                _METHOD,
+                (_METHOD.c.id == _SUB.c.default_payment_method_id)
+                & (_METHOD.c.client_id == _SUB.c.client_id),
+            )
+            .where(_SUB.c.client_id.in_(clients), _SUB.c.id.in_(ids), _METHOD.c.status == ACTIVE)
+        )
+        attached = (
+            sa_select(_ATTACHED.c.subscription_id, _ATTACHED.c.position, *columns)
+            .join(
+                _METHOD,
+                (_METHOD.c.id == _ATTACHED.c.payment_method_id)
+                & (_METHOD.c.client_id == _ATTACHED.c.client_id),
             )
             .where(
-                _METHOD.c.status == "active",
-                _METHOD.c.client_id.in_(clients),
-                _METHOD.c.user_id.in_(users[start : start + _CHUNK]),
+                _ATTACHED.c.client_id.in_(clients),
+                _ATTACHED.c.subscription_id.in_(ids),
+                _METHOD.c.status == ACTIVE,
             )
-            .order_by(_METHOD.c.priority, _METHOD.c.created_at, _METHOD.c.id)
+        )
+        both = union_all(defaults, attached).subquery()
+        rows = await conn.execute(
+            sa_select(both).order_by(both.c.subscription_id, both.c.position, both.c.id)
         )
         for row in rows.all():
-            method = CardholderMethod(**row._asdict())
-            pair = (method.client_id, method.user_id)
-            if pair in found:
-                found[pair].append(method)
+            values = row._asdict()
+            sub_id = values.pop("subscription_id")
+            values.pop("position")
+            if sub_id in found and values["id"] not in seen[sub_id]:
+                seen[sub_id].add(values["id"])
+                found[sub_id].append(SubscriptionMethod(**values))
     return found

@@ -1,7 +1,8 @@
-"""Payment methods over HTTP: add (token or card data), remove, set-default and fallback order."""
+"""Payment methods over HTTP: add (token or card data), remove, set-default and the fallback cards."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -41,19 +42,52 @@ async def _detail(merchant: Any, subscription_id: str) -> dict[str, Any]:
     return found
 
 
-async def test_a_card_added_with_card_info_becomes_the_last_fallback(
+async def test_a_card_added_backs_no_subscription_unless_fallback_for_names_it(
     merchant: Any, enrolled: dict[str, Any]
 ) -> None:
-    added = await _add(merchant, cardInfo=card("5555555555554444"), alias="backup")
+    added = await _add(merchant, cardInfo=card("5555555555554444"), alias="spare")
 
     assert (added["brand"], added["last4"], added["alias"], added["status"]) == (
         "mastercard",
         "4444",
-        "backup",
+        "spare",
         "active",
     )
     detail = await _detail(merchant, enrolled["id"])
-    assert detail["paymentMethodIds"] == [enrolled["defaultPaymentMethodId"], added["id"]]
+    assert detail["paymentMethodIds"] == [enrolled["defaultPaymentMethodId"]]
+    assert detail["fallbackCards"] == []
+
+    backup = await _add(
+        merchant, cardInfo=card("4000056655665556"), alias="backup", fallbackFor=[enrolled["id"]]
+    )
+    detail = await _detail(merchant, enrolled["id"])
+    assert detail["paymentMethodIds"] == [enrolled["defaultPaymentMethodId"], backup["id"]]
+    assert detail["fallbackCards"] == [backup]
+    assert (backup["last4"], backup["alias"]) == ("5556", "backup")
+
+
+async def test_fallback_for_names_active_subscriptions_of_the_same_cardholder(
+    merchant: Any, merchant_factory: Any, enrolled: dict[str, Any], runtime: Any
+) -> None:
+    other = await merchant_factory(name="Other")
+    body = {"userId": "user-1", "clientId": merchant.id, "processorId": "sandbox", "cardInfo": card()}
+
+    field = "tokenizeData.fallbackFor"
+    response = await merchant.post(PATH, json={"tokenizeData": {**body, "fallbackFor": ["sub_missing"]}})
+    error_of(response, 404, "7041", field)
+    response = await merchant.post(
+        PATH, json={"tokenizeData": {**body, "userId": "user-2", "fallbackFor": [enrolled["id"]]}}
+    )
+    error_of(response, 400, "7000", field)
+    other_body = {**body, "clientId": other.id, "fallbackFor": [enrolled["id"]]}
+    response = await other.post(PATH, json={"tokenizeData": other_body})
+    error_of(response, 404, "7041", field)
+    data_of(await merchant.delete(f"/v1/subscriptions/{enrolled['id']}"))
+    response = await merchant.post(PATH, json={"tokenizeData": {**body, "fallbackFor": [enrolled["id"]]}})
+    error_of(response, 409, "7050", field)
+    async with runtime.sessions() as session:
+        cards = (await session.exec(select(PaymentMethod))).all()
+    assert [c.id for c in cards] == [enrolled["defaultPaymentMethodId"]]  # nothing else was saved
 
 
 async def test_a_card_added_with_a_processor_token(merchant: Any, runtime: Any) -> None:
@@ -130,20 +164,34 @@ async def test_the_store_never_writes_a_token_that_may_hold_a_card_number(
         assert (await session.exec(select(PaymentMethod))).all() == []
 
 
-async def test_set_default_puts_the_card_first_and_the_old_default_second(
+async def test_set_default_drops_the_replaced_card_unless_kept_as_fallback(
     merchant: Any, enrolled: dict[str, Any]
 ) -> None:
     first = enrolled["defaultPaymentMethodId"]
-    second = await _add(merchant, cardInfo=card("5555555555554444"))
+    second = await _add(merchant, cardInfo=card("5555555555554444"), fallbackFor=[enrolled["id"]])
     third = await _add(merchant, cardInfo=card("4000056655665556"))
+    fourth = await _add(merchant, cardInfo=card("2223003122003222"))
+    url = f"{PATH}/set-default"
 
-    response = await merchant.put(
-        f"{PATH}/set-default", json={"subscriptionId": enrolled["id"], "paymentMethodId": third["id"]}
+    kept = data_of(
+        await merchant.put(
+            url,
+            json={"subscriptionId": enrolled["id"], "paymentMethodId": third["id"], "keepAsFallback": True},
+        )
     )
+    assert kept["defaultPaymentMethodId"] == third["id"]
+    assert kept["paymentMethodIds"] == [third["id"], first, second["id"]]
+    assert [c["id"] for c in kept["fallbackCards"]] == [first, second["id"]]
 
-    updated = data_of(response)
-    assert updated["defaultPaymentMethodId"] == third["id"]
-    assert updated["paymentMethodIds"] == [third["id"], first, second["id"]]
+    dropped = data_of(
+        await merchant.put(url, json={"subscriptionId": enrolled["id"], "paymentMethodId": fourth["id"]})
+    )
+    assert dropped["paymentMethodIds"] == [fourth["id"], first, second["id"]]
+
+    promoted = data_of(
+        await merchant.put(url, json={"subscriptionId": enrolled["id"], "paymentMethodId": second["id"]})
+    )
+    assert promoted["paymentMethodIds"] == [second["id"], first]
 
 
 async def test_set_default_during_grace_asks_for_a_retry_now(
@@ -262,17 +310,22 @@ async def test_the_only_card_of_an_active_subscription_cannot_be_removed(
     assert removed["status"] == "removed"
 
 
-async def test_removing_the_default_moves_the_subscription_to_the_next_card(
+async def test_removing_the_default_moves_the_subscription_to_its_first_fallback(
     merchant: Any, enrolled: dict[str, Any]
 ) -> None:
     old_default = enrolled["defaultPaymentMethodId"]
-    backup = await _add(merchant, cardInfo=card("5555555555554444"))
+    unattached = await _add(merchant, cardInfo=card("4000056655665556"))
+    backup = await _add(merchant, cardInfo=card("5555555555554444"), fallbackFor=[enrolled["id"]])
 
     data_of(await merchant.delete(PATH, json={"paymentMethodId": old_default, "userId": "user-1"}))
 
     detail = await _detail(merchant, enrolled["id"])
     assert (detail["defaultPaymentMethodId"], detail["paymentMethodIds"]) == (backup["id"], [backup["id"]])
     error_of(await merchant.delete(PATH, json={"paymentMethodId": old_default}), 404, "7200")
+    # The cardholder's other card does not back the subscription, so its last card cannot go.
+    response = await merchant.delete(PATH, json={"paymentMethodId": backup["id"]})
+    error_of(response, 409, "7051", "paymentMethodId")
+    data_of(await merchant.delete(PATH, json={"paymentMethodId": unattached["id"]}))
 
 
 async def test_bad_removals(merchant: Any, merchant_factory: Any, enrolled: dict[str, Any]) -> None:
@@ -284,3 +337,30 @@ async def test_bad_removals(merchant: Any, merchant_factory: Any, enrolled: dict
     error_of(await merchant.delete(PATH, json={"paymentMethodId": card_id, "userId": "user-2"}), 404, "7200")
     error_of(await merchant.delete(PATH, json={"paymentMethodId": card_id, "clientId": "cli_x"}), 403, "7605")
     error_of(await other.delete(PATH, json={"paymentMethodId": card_id}), 404, "7200")
+
+
+async def test_concurrent_set_defaults_leave_one_consistent_list(
+    merchant: Any, enrolled: dict[str, Any], runtime: Any
+) -> None:
+    """Two set-defaults on one subscription at once: one goes after the other (the cardholder's
+    lock), never a mix of both lists or a duplicate key."""
+    first = enrolled["defaultPaymentMethodId"]
+    x = (await _add(merchant, cardInfo=card("5555555555554444")))["id"]
+    y = (await _add(merchant, cardInfo=card("4000056655665556")))["id"]
+
+    async def set_default(method_id: str) -> None:
+        async with transaction(runtime.sessions) as session:
+            await payment_method_service.set_default_payment_method(
+                session,
+                runtime.clock,
+                client_id=merchant.id,
+                subscription_id=enrolled["id"],
+                method_id=method_id,
+                keep_as_fallback=True,
+            )
+
+    await asyncio.gather(set_default(x), set_default(y))
+
+    detail = await _detail(merchant, enrolled["id"])
+    assert detail["paymentMethodIds"] in ([y, x, first], [x, y, first])
+    assert detail["defaultPaymentMethodId"] == detail["paymentMethodIds"][0]

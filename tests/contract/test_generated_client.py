@@ -280,15 +280,20 @@ def test_a_generated_client_runs_the_merchant_flow(live_engine: LiveEngine, tmp_
                 user_id="cardholder-42",
                 processor_id="sandbox",
                 card_info=models.CardInfoIn.from_dict(SECOND_CARD),
+                fallback_for=[sub_id],
             )
         ),
     )
     assert isinstance(added, models.PaymentMethodOutEnvelope), added
     defaulted = ops["set_default_payment_method"].sync(
-        client=merchant, body=models.SetDefaultIn(subscription_id=sub_id, payment_method_id=added.data.id)
+        client=merchant,
+        body=models.SetDefaultIn(
+            subscription_id=sub_id, payment_method_id=added.data.id, keep_as_fallback=True
+        ),
     )
     assert isinstance(defaulted, models.SubscriptionOutEnvelope)
     assert defaulted.data.default_payment_method_id == added.data.id
+    assert [card.id for card in defaulted.data.fallback_cards] == [first_card]
     removed = ops["remove_payment_method"].sync(
         client=merchant, body=models.RemovePaymentMethodIn(payment_method_id=first_card)
     )

@@ -156,8 +156,13 @@ def new_subscription(plan: Plan, context: EnrolmentContext, *, client_id: str, n
 
 
 async def record_created(session: Session, subscription: Subscription, *, now: datetime) -> None:
-    """Store a new subscription with its `subscription.created` event."""
+    """Store a new subscription with its `subscription.created` event; the verified card, its
+    default, is the one card attached to it (fallbacks are added by the merchant)."""
     await subscription_store.add_subscription(session, subscription)
+    if subscription.default_payment_method_id is not None:
+        await method_store.attach_first_card(
+            session, subscription.client_id, subscription.id, subscription.default_payment_method_id
+        )
     await events.record_event(
         session,
         client_id=subscription.client_id,

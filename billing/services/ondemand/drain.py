@@ -41,7 +41,7 @@ from billing.store import claims
 from billing.store.batches import ClaimedItem, CompletedBatch, ItemResult, ItemSubscription
 from billing.store.engine import Session, transaction
 from billing.store.events import NewEvent, insert_events, reserve_sequences
-from billing.store.payment_methods import methods_of_cardholders
+from billing.store.payment_methods import methods_of_subscriptions
 from billing.store.plans import plans_by_id
 
 log = logging.getLogger("billing.ondemand")
@@ -158,7 +158,7 @@ class OnDemandPass(LanePass[OnDemandSummary]):
             session, [item.subscription_id for item in claimed if item.subscription_id]
         )
         plans = await plans_by_id(session, [sub.plan_id for sub in subs.values()])
-        cardholders = await methods_of_cardholders(session, [(s.client_id, s.user_id) for s in subs.values()])
+        backing = await methods_of_subscriptions(session, [(s.client_id, s.id) for s in subs.values()])
         offsets = await claims.clients_with_clock_offset(session)
         requests: list[ChargeRequest] = []
         refused: list[ItemResult] = []
@@ -190,7 +190,7 @@ class OnDemandPass(LanePass[OnDemandSummary]):
                     methods=methods_in_order(
                         sub.default_payment_method_id,
                         plan.methods if (plan := plans.get(sub.plan_id)) is not None else (),
-                        cardholders.get((sub.client_id, sub.user_id), []),
+                        backing.get(sub.id, []),
                         self.runtime.processors,
                     ),
                     subscription_id=sub.id,

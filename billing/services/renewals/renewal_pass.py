@@ -63,7 +63,7 @@ from billing.store import claims
 from billing.store.claims import ClaimedSubscription
 from billing.store.engine import Session, transaction
 from billing.store.events import NewEvent, insert_events
-from billing.store.payment_methods import methods_of_cardholders
+from billing.store.payment_methods import methods_of_subscriptions
 from billing.store.plans import PlanTerms, plans_by_id
 from billing.store.renewals import (
     SubscriptionUpdate,
@@ -339,7 +339,7 @@ class RenewalPass(LanePass[RenewalSummary]):
         offsets: Mapping[str, int],
     ) -> list[_Item]:
         plans = await plans_by_id(session, [sub.plan_id for sub in claimed])
-        cardholders = await methods_of_cardholders(session, [(s.client_id, s.user_id) for s in claimed])
+        backing = await methods_of_subscriptions(session, [(s.client_id, s.id) for s in claimed])
         grace = self.runtime.settings.grace
         policies: dict[str, GracePolicy] = {}
         items: list[_Item] = []
@@ -373,7 +373,7 @@ class RenewalPass(LanePass[RenewalSummary]):
                     methods=methods_in_order(
                         sub.default_payment_method_id,
                         plan.methods,
-                        cardholders.get((sub.client_id, sub.user_id), []),
+                        backing.get(sub.id, []),
                         self.runtime.processors,
                     ),
                     subscription_id=sub.id,

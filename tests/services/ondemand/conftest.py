@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from billing.domain.calendar import Schedule, due_at, local_date
 from billing.processors.sandbox import TOKEN_PREFIX, SandboxScenario
 from billing.store.ids import new_id
-from billing.store.models import PaymentMethod, Plan, Subscription
+from billing.store.models import PaymentMethod, Plan, Subscription, SubscriptionPaymentMethod
 
 
 def sandbox_token(scenario: SandboxScenario | str = SandboxScenario.APPROVE) -> str:
@@ -83,6 +83,7 @@ class SubscriptionFactory:
         made: list[Enrolled] = []
         pm_rows: list[dict[str, Any]] = []
         sub_rows: list[dict[str, Any]] = []
+        attached_rows: list[dict[str, Any]] = []
         async with self.runtime.sessions() as session, session.begin():
             plan_id = await self._plan(session, client_id, currency, now)
             for _ in range(count):
@@ -128,12 +129,26 @@ class SubscriptionFactory:
                         "updated_at": now,
                     }
                 )
+                # Every card backs the subscription: the first is its default, the others its fallbacks.
+                attached_rows += [
+                    {
+                        "client_id": client_id,
+                        "subscription_id": sub_id,
+                        "payment_method_id": pm_id,
+                        "position": n,
+                    }
+                    for n, pm_id in enumerate(pm_ids)
+                ]
                 made.append(Enrolled(sub_id, client_id, currency, user_id, pm_ids, tokens))
             conn = await session.connection()
             for start in range(0, len(pm_rows), 5000):
                 await conn.execute(sa.insert(PaymentMethod.__table__), pm_rows[start : start + 5000])
             for start in range(0, len(sub_rows), 5000):
                 await conn.execute(sa.insert(Subscription.__table__), sub_rows[start : start + 5000])
+            for start in range(0, len(attached_rows), 5000):
+                await conn.execute(
+                    sa.insert(SubscriptionPaymentMethod.__table__), attached_rows[start : start + 5000]
+                )
         return made
 
     async def one(self, client_id: str, **kwargs: Any) -> Enrolled:

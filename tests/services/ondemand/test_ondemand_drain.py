@@ -13,6 +13,7 @@ from billing.services import charging
 from billing.services.ondemand import OnDemandPass
 from billing.store.models import Charge, Event, PaymentMethod, Subscription
 from billing.worker import registered_passes
+from tests.api.conftest import card
 
 pytestmark = pytest.mark.anyio
 
@@ -165,6 +166,34 @@ async def test_a_fallback_method_pays_when_the_default_declines(
     item = (await merchant.get(f"{CHARGES}/batches/{batch_id}")).json()["data"]["items"][0]
     assert item["state"] == "succeeded"
     assert item["chargeId"] == charges[1].id
+
+
+async def test_only_the_cards_behind_the_subscription_are_charged(
+    merchant: Any, subscriptions: Any, runtime: Any, post_batch: Any
+) -> None:
+    """Another card of the cardholder is not a fallback until the merchant names the subscription."""
+    sub = await subscriptions.one(merchant.id, cards=[SandboxScenario.DECLINE])
+
+    async def add_card(**extra: Any) -> str:
+        tokenize = {"userId": sub.user_id, "processorId": "sandbox", "cardInfo": card(), **extra}
+        response = await merchant.post("/v1/subscriptions/payment-methods", json={"tokenizeData": tokenize})
+        assert response.status_code == 201, response.text
+        method_id: str = response.json()["data"]["id"]
+        return method_id
+
+    await add_card()  # approves, but backs no subscription
+    first = await send(merchant, post_batch, [{"subscriptionId": sub.id, "amount": Decimal("8.00")}])
+    await drain(runtime)
+    assert [(c.method_index, c.state) for c in await charges_of(runtime, first)] == [(0, "failed")]
+
+    backup = await add_card(fallbackFor=[sub.id])
+    second = await send(merchant, post_batch, [{"subscriptionId": sub.id, "amount": Decimal("8.00")}])
+    await drain(runtime)
+    charges = await charges_of(runtime, second)
+    assert [(c.method_index, c.state, c.payment_method_id) for c in charges] == [
+        (0, "failed", sub.payment_method_ids[0]),
+        (1, "succeeded", backup),
+    ]
 
 
 async def test_an_unknown_answer_is_reconciled_not_charged_again(

@@ -16,7 +16,7 @@ from sqlalchemy import insert
 from billing.domain.calendar import Schedule, anchor_date, due_at, local_date
 from billing.store.engine import Session
 from billing.store.ids import new_id
-from billing.store.models import Charge, Client, PaymentMethod, Plan, Subscription
+from billing.store.models import Charge, Client, PaymentMethod, Plan, Subscription, SubscriptionPaymentMethod
 
 CARDS = {
     "4242424242424242": "approve",
@@ -195,13 +195,32 @@ def subscription_row(
     return row, charge
 
 
+def attached_rows(client: Client, sub_id: str, methods: list[PaymentMethod]) -> list[dict[str, Any]]:
+    """`subscription_payment_method` rows attaching `methods` to a subscription, in this order."""
+    return [
+        {"client_id": client.id, "subscription_id": sub_id, "payment_method_id": m.id, "position": n}
+        for n, m in enumerate(methods)
+    ]
+
+
 async def enrol(
-    session: Session, client: Client, plan: Plan, method: PaymentMethod, *, enrolled_at: datetime
+    session: Session,
+    client: Client,
+    plan: Plan,
+    method: PaymentMethod,
+    *,
+    enrolled_at: datetime,
+    fallbacks: tuple[PaymentMethod, ...] = (),
 ) -> Subscription:
-    """A subscription enrolled at `enrolled_at` (its first charge succeeded unless there is a trial)."""
+    """A subscription enrolled at `enrolled_at` (its first charge succeeded unless there is a trial),
+    backed by `method` (its default), then `fallbacks` in order."""
     row, charge = subscription_row(client, plan, method, enrolled_at=enrolled_at)
     conn = await session.connection()
     await conn.execute(insert(Subscription.metadata.tables["subscription"]), [row])
+    await conn.execute(
+        insert(SubscriptionPaymentMethod.metadata.tables["subscription_payment_method"]),
+        attached_rows(client, row["id"], [method, *fallbacks]),
+    )
     if charge is not None:
         await conn.execute(insert(Charge.metadata.tables["charge"]), [charge])
     found = await session.get(Subscription, row["id"])
@@ -221,6 +240,7 @@ async def enrol_many(
     """`count` cardholders, each with one card and one subscription enrolled at `enrolled_at`."""
     methods: list[dict[str, Any]] = []
     subs: list[dict[str, Any]] = []
+    attached: list[dict[str, Any]] = []
     charges: list[dict[str, Any]] = []
     for n in range(count):
         user_id = f"user-{n}-{secrets.token_hex(3)}"
@@ -241,14 +261,25 @@ async def enrol_many(
         methods.append(method.model_dump())
         row, charge = subscription_row(client, plan, method, enrolled_at=enrolled_at)
         subs.append(row)
+        attached += attached_rows(client, row["id"], [method])
         if charge is not None:
             charges.append(charge)
     conn = await session.connection()
     await conn.execute(insert(PaymentMethod.metadata.tables["payment_method"]), methods)
     await conn.execute(insert(Subscription.metadata.tables["subscription"]), subs)
+    await conn.execute(
+        insert(SubscriptionPaymentMethod.metadata.tables["subscription_payment_method"]), attached
+    )
     if charges:
         await conn.execute(insert(Charge.metadata.tables["charge"]), charges)
     return [row["id"] for row in subs]
+
+
+async def attach(session: Session, sub: Subscription, method: PaymentMethod) -> None:
+    """Make `method` the subscription's last fallback (what `fallbackFor` does)."""
+    from billing.store.payment_methods import attach_last
+
+    await attach_last(session, sub.client_id, sub.id, method.id)
 
 
 def days(n: float) -> timedelta:

@@ -139,8 +139,10 @@ async def test_fallback_method_pays_when_the_default_declines(engine_runtime: Ru
         default = await factory.make_method(
             session, client, "u", now=ENROLLED, card="4000000000009995", priority=1
         )
-        await factory.make_method(session, client, "u", now=ENROLLED, card="4242424242424242", priority=0)
-        sub = await factory.enrol(session, client, plan, default, enrolled_at=ENROLLED)
+        fallback = await factory.make_method(
+            session, client, "u", now=ENROLLED, card="4242424242424242", priority=0
+        )
+        sub = await factory.enrol(session, client, plan, default, enrolled_at=ENROLLED, fallbacks=(fallback,))
     assert sub.next_attempt_at is not None
     clock.set(sub.next_attempt_at)
     summary = await RenewalPass(engine_runtime, "w1").run()

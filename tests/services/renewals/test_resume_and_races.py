@@ -59,6 +59,7 @@ async def test_fallback_in_flight_then_card_removed_is_resumed_not_charged_again
     async with transaction(runtime.sessions) as session:
         client = await session.get(Client, sub.client_id)
         fallback = await factory.make_method(session, client, "u-1", now=ENROLLED, priority=1)
+        await factory.attach(session, sub, fallback)
     clock.set(sub.next_attempt_at)
 
     async def die_on_fallback(key: str) -> None:
@@ -320,7 +321,8 @@ async def test_the_lease_is_extended_between_settle_rounds(
     sub = await _enrolled(runtime, card="4000000000000341")  # the default card declines
     async with transaction(runtime.sessions) as session:
         client = await session.get(Client, sub.client_id)
-        await factory.make_method(session, client, "u-1", now=ENROLLED, priority=1)
+        fallback = await factory.make_method(session, client, "u-1", now=ENROLLED, priority=1)
+        await factory.attach(session, sub, fallback)
     clock.set(sub.next_attempt_at)
     lease = timedelta(seconds=runtime.settings.worker.lease_seconds)
     seen: list[datetime | None] = []
