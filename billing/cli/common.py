@@ -17,7 +17,7 @@ def settings_or_exit(**overrides: Any) -> Settings:
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from exc
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return settings
 
 
