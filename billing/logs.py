@@ -101,7 +101,7 @@ def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return {key: _redact_value(key, value) for key, value in ordered.items()}
 
 
-_FIRST_KEYS = ("ts", "level", "logger", "event", "msg")
+_FIRST_KEYS = ("ts", "level", "logger", "msg")
 
 
 def add_exception(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -168,8 +168,8 @@ def log_formatter(fmt: Literal["json", "console"] = "json") -> logging.Formatter
     final: list[Processor] = [
         structlog.stdlib.ProcessorFormatter.remove_processors_meta,
         add_exception,
-        redact,
         structlog.processors.EventRenamer("msg"),
+        redact,
     ]
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=False, event_key="msg", timestamp_key="ts")
@@ -262,5 +262,8 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "auto", stream: IO[s
     root.setLevel(level)
     for noisy in ("uvicorn.access", "apscheduler.executors.default", "apscheduler.scheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The SQLite driver's DEBUG lines repeat every statement with its parameters (a webhook
+    # secret, a client's e-mail) from its own thread, outside any request: never wanted.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     logging.getLogger("uvicorn.error").handlers[:] = []
     logging.getLogger("uvicorn.error").propagate = True
