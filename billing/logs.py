@@ -13,6 +13,7 @@ Every logger of the engine, ours (the standard library's ``logging.getLogger``) 
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -68,9 +69,22 @@ def _mask(match: re.Match[str]) -> str:
 
 def redact_text(text: str) -> str:
     """``text`` with every secret-shaped part replaced by ``[redacted]``."""
+    if len(text) < _SHORTEST_SECRET or not _may_hold_secret(text):
+        return text
     return _SECRET_TEXT.sub(_mask, text)
 
 
+_SHORTEST_SECRET = 10  # "Bearer " and a credential; card numbers have 13 digits, JWTs far more
+_MARKERS = ("eyJ", "-----BEGIN", "whsec_", "_live_", "_test_", "earer", "EARER")
+_THIRTEEN_DIGITS = re.compile(r"[0-9](?:[ -]?[0-9]){12}")
+
+
+def _may_hold_secret(text: str) -> bool:
+    """The cheap test most text fails: no marker of a secret shape and no run of 13 digits."""
+    return any(marker in text for marker in _MARKERS) or _THIRTEEN_DIGITS.search(text) is not None
+
+
+@functools.lru_cache(maxsize=1024)
 def _secret_key(key: str) -> bool:
     lowered = key.lower()
     return any(word in lowered for word in _SECRET_KEYS)
@@ -79,14 +93,15 @@ def _secret_key(key: str) -> bool:
 def _redact_value(key: str, value: Any, depth: int = 0) -> Any:
     if _secret_key(key) and value not in (None, "", True, False):
         return REDACTED
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return redact_text(value)
+    if kind is int or kind is float or kind is bool or value is None:
+        return value
     if depth < 3 and isinstance(value, Mapping):
         return {str(k): _redact_value(str(k), v, depth + 1) for k, v in value.items()}
     if depth < 3 and isinstance(value, list | tuple):
         return [_redact_value("", v, depth + 1) for v in value]
-    if isinstance(value, int | float | bool) or value is None:
-        return value
     return redact_text(str(value))
 
 
@@ -98,10 +113,11 @@ def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """
     first = {key: event_dict[key] for key in _FIRST_KEYS if key in event_dict}
     ordered = {**first, **event_dict}
-    return {key: _redact_value(key, value) for key, value in ordered.items()}
+    return {key: value if key in _OWN_KEYS else _redact_value(key, value) for key, value in ordered.items()}
 
 
 _FIRST_KEYS = ("ts", "level", "logger", "msg")
+_OWN_KEYS = frozenset({"ts", "level", "logger"})  # written by the chain itself, never by a caller
 
 
 def add_exception(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
