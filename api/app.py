@@ -9,6 +9,7 @@ from typing import Any
 from litestar import Litestar, Request, Router
 from litestar.config.app import AppConfig
 from litestar.di import Provide
+from litestar.logging.config import StructLoggingConfig
 from litestar.routes import HTTPRoute
 
 from api.auth import authenticate_request, provide_merchant
@@ -29,10 +30,12 @@ from api.idempotency import IDEMPOTENCY_EXCEPTION_HANDLERS, claim_idempotency_ke
 from api.input_hygiene import refuse_unsafe_input
 from api.middleware import options_allow_middleware, request_log_middleware
 from api.openapi import openapi_config
+from api.rate_limits import RateLimits
 from api.request_session import current_runtime, request_connection_middleware
 from api.requests import BillingRequest
 from billing import __version__
 from billing.domain.clock import Clock, SystemClock
+from billing.logs import structlog_settings
 from billing.services.runtime import Runtime, build_runtime
 from billing.settings import Settings, load_settings
 
@@ -89,9 +92,15 @@ def create_app(
         request_class=BillingRequest,
         lifespan=[runtime_lifespan, *extra_lifespans],
         request_max_body_size=settings.server.max_request_bytes,
+        # Litestar's structlog integration with the engine's own chain (billing/logs.py): its
+        # loggers render like ours. Unexpected errors are logged once, by api/errors.py, with the
+        # request id; Litestar's own exception logging would repeat them without it.
+        logging_config=StructLoggingConfig(**structlog_settings(), log_exceptions="never"),
         debug=False,
     )
     app = Litestar.from_config(config)
+    # Per process, in memory: the generous per-client budget and the strict login/refresh ones.
+    app.state.rate_limits = RateLimits(settings.rate_limits)
     # Keyed by the path as declared and as formatted ({id:str} and {id}): the request's
     # path template is one or the other depending on how the route was matched.
     allowed = {

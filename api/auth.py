@@ -9,6 +9,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Scope
 
+from api.rate_limits import rate_limits_of
 from api.request_session import request_runtime
 from billing.domain.clock import Clock
 from billing.domain.errors import BillingError
@@ -51,6 +52,9 @@ async def authenticate_request(connection: ASGIConnection[Any, Any, Any, Any], _
         merchant = await auth.authenticate(
             session, runtime.clock, secret, connection.headers.get("authorization")
         )
+        # The client's budget is spent before its signature is used up or its key claimed: a
+        # refused request (429) leaves nothing behind and may be sent again as it is.
+        rate_limits_of(connection).admit_client(merchant.id)
         method = connection.scope.get("method", "GET")
         if method in SIGNED_METHODS and merchant.signing_required:
             if not isinstance(connection, Request):  # pragma: no cover - HTTP routes always get a Request

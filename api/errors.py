@@ -35,7 +35,10 @@ def error_response(
 
 
 def on_billing_error(request: Request[Any, Any, Any], exc: BillingError) -> Response[dict[str, Any]]:
-    return error_response(request, exc.status, exc.detail, exc.items())
+    # A rate limit says when to come back (api/rate_limits.py); the value is whole seconds.
+    retry_after = exc.data.get("retry_after_seconds")
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return error_response(request, exc.status, exc.detail, exc.items(), headers)
 
 
 # Pydantic names the model class when a value is not an object; the merchant sent JSON, not a class.

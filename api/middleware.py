@@ -1,4 +1,8 @@
-"""Request ids and one structured access-log line per request."""
+"""Request ids and one structured access-log line per request.
+
+The request id is bound in structlog's contextvars for the whole request, so every line the
+request causes (ours, the services', Litestar's) carries ``request_id`` (billing/logs.py).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import secrets
 import time
 from typing import Any
 
+import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("billing.access")
@@ -40,6 +45,7 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
                 message["headers"] = headers
             await send(message)
 
+        bound = structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             await app(scope, receive, send_wrapper)
         finally:
@@ -54,6 +60,7 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
                         "request_id": request_id,
                     },
                 )
+            structlog.contextvars.reset_contextvars(**bound)
 
     return middleware
 

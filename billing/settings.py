@@ -143,6 +143,27 @@ class AuthSettings(_Section):
     idempotency_ttl_hours: int = Field(24, ge=1)
 
 
+class RateLimitSettings(_Section):
+    """Request budgets, counted in each API process's memory (docs/authentication.md#rate-limits)."""
+
+    enabled: bool = Field(
+        True, description="Answer 429 past a budget (turn off only behind a limiting proxy)"
+    )
+    period_seconds: float = Field(60.0, gt=0, le=3600, description="The window every budget below refers to")
+    client_requests: int = Field(
+        6000, ge=1, description="Requests per period of one client on its /v1 routes, per API process"
+    )
+    login_per_ip: int = Field(
+        30, ge=1, description="POST /v1/auth/login (and, separately, /refresh) per period from one address"
+    )
+    login_per_client: int = Field(
+        10, ge=1, description="POST /v1/auth/login (and, separately, /refresh) per period for one clientId"
+    )
+    max_tracked_keys: int = Field(
+        100_000, ge=100, description="Clients and addresses remembered per budget; idle ones are forgotten"
+    )
+
+
 class WorkerSettings(_Section):
     enabled: bool = Field(True, description="Run the worker inside `billing serve`")
     interval_seconds: float = Field(5.0, gt=0, le=3600)
@@ -292,10 +313,14 @@ class Settings(BaseSettings):
         description="Generated secrets (jwt.secret) and the default SQLite database (billing.db)",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: JSON lines, or the console view when stderr is a terminal"
+    )
     default_timezone: str = "America/Guatemala"
     database: DatabaseSettings = DatabaseSettings()
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
     worker: WorkerSettings = WorkerSettings()
     ondemand: OndemandSettings = OndemandSettings()
     webhooks: WebhookSettings = WebhookSettings()

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from typing import Any
 
+import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -41,6 +43,16 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def new_pass_id() -> str:
+    """An id for one run of one pass: every line the run logs carries it (docs/logging.md)."""
+    return "pass_" + secrets.token_hex(6)
+
+
+def pass_context(name: str) -> Any:
+    """Bind ``pass`` and ``pass_id`` for every line logged inside (tasks started inside inherit them)."""
+    return structlog.contextvars.bound_contextvars(**{"pass": name, "pass_id": new_pass_id()})
+
+
 def registered_passes() -> list[tuple[str, Pass]]:
     """The passes one tick runs, in order (renewals, on-demand batches, outboxes)."""
     passes: list[tuple[str, Pass]] = []
@@ -61,11 +73,12 @@ async def run_pass_once(runtime: Runtime, identity: str | None = None) -> dict[s
     identity = identity or worker_identity()
     results: dict[str, Any] = {}
     for name, run in registered_passes():
-        try:
-            results[name] = await run(runtime, identity)
-        except Exception:
-            log.exception("pass failed", extra={"pass": name})
-            results[name] = None
+        with pass_context(name):
+            try:
+                results[name] = await run(runtime, identity)
+            except Exception:
+                log.exception("pass failed")
+                results[name] = None
     return results
 
 
@@ -110,10 +123,11 @@ async def scheduler_running(runtime: Runtime, identity: str | None = None) -> As
     async def deliver() -> None:
         if stopping.is_set():
             return
-        try:
-            await deliverer.round()
-        except Exception:
-            log.exception("webhook round failed")
+        with pass_context("webhooks"):
+            try:
+                await deliverer.round()
+            except Exception:
+                log.exception("webhook round failed")
 
     _every(scheduler, deliver, runtime.settings.webhooks.interval_seconds, "billing-webhooks")
     # E-mails have their own job too (an SMTP server that hangs only delays e-mails), and the
@@ -124,10 +138,12 @@ async def scheduler_running(runtime: Runtime, identity: str | None = None) -> As
         if stopping.is_set():
             return
         try:
-            await mailer.round()
+            with pass_context("notifications"):
+                await mailer.round()
             if (today := runtime.clock.now().date()) != last_card_pass[0]:
                 last_card_pass[0] = today
-                await run_expiring_cards(runtime, identity)
+                with pass_context("expiring-cards"):
+                    await run_expiring_cards(runtime, identity)
         except Exception:
             log.exception("notification round failed")
 

@@ -139,6 +139,9 @@ def test_settings(db_url: str, tmp_path: Path, **sections: Any) -> Any:
     """The settings of a test's app: its database, a fresh JWT secret, no worker; `sections` add more."""
     from billing.settings import load_settings
 
+    # A test app logs dozens of merchants in from one address within a second; the strict login
+    # budgets are exercised by tests/api/test_rate_limits.py, which passes its own `rate_limits`.
+    sections.setdefault("rate_limits", {"login_per_ip": 10_000, "login_per_client": 10_000})
     return load_settings(
         database={"url": db_url, "pool_size": 5},
         data_dir=tmp_path,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import post
+from litestar import Request, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from pydantic import BaseModel, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 from api.envelope import Envelope
+from api.rate_limits import client_address, rate_limits_of
 from api.schemas.wire import responses
 from billing.services import auth
 from billing.services.runtime import Runtime
@@ -52,8 +53,13 @@ class Tokens(BaseModel):
     status_code=200,
     responses=responses(200, Tokens, "Logged in"),
 )
-async def login(runtime: NamedDependency[Runtime], data: JSONBody[LoginRequest]) -> Envelope[Tokens]:
+async def login(
+    request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], data: JSONBody[LoginRequest]
+) -> Envelope[Tokens]:
     """Exchange a signed ``"{clientId}.{timestamp}"`` for an access token (30 min) and a refresh token (7 days)."""
+    limits = rate_limits_of(request)
+    limits.admit_auth_address("login", client_address(request))
+    limits.admit_auth_client("login", data.clientId)
     async with runtime.sessions() as session, session.begin():
         pair = await auth.login(
             session,
@@ -74,11 +80,21 @@ async def login(runtime: NamedDependency[Runtime], data: JSONBody[LoginRequest])
     status_code=200,
     responses=responses(200, Tokens, "Tokens refreshed"),
 )
-async def refresh(runtime: NamedDependency[Runtime], data: JSONBody[RefreshRequest]) -> Envelope[Tokens]:
+async def refresh(
+    request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], data: JSONBody[RefreshRequest]
+) -> Envelope[Tokens]:
     """Rotate both tokens. The presented refresh token dies; reusing it revokes the whole login."""
+    limits = rate_limits_of(request)
+    limits.admit_auth_address("refresh", client_address(request))
     async with runtime.sessions() as session:
         pair = await auth.refresh(
-            session, runtime.clock, runtime.settings.auth, runtime.settings.jwt_secret(), data.refreshToken
+            session,
+            runtime.clock,
+            runtime.settings.auth,
+            runtime.settings.jwt_secret(),
+            data.refreshToken,
+            # The token's client is known once it is found; a refused refresh leaves the token unused.
+            admit=lambda client_id: limits.admit_auth_client("refresh", client_id),
         )
         await session.commit()
     return Envelope(message="Tokens refreshed", data=Tokens.model_validate(pair.as_wire()))

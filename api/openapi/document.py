@@ -115,6 +115,7 @@ _STATUS_CODES = {
     409: "STATE_CONFLICT",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
     500: "CONSULT_WITH_SUPPORT",
     502: "PROCESSOR_ERROR",
     503: "SERVICE_UNAVAILABLE",
@@ -131,10 +132,23 @@ _EXTRA_TEXT = {
     415: "The body is not in a media type this operation accepts (7021); send Content-Type: application/json.",
     500: "Unexpected failure (7003); nothing internal is shown, quote the requestId.",
 }
+# Login and refresh have their own, strict budgets (7721); every merchant route the client's (7720).
+AUTH_PATHS = frozenset({"/v1/auth/login", "/v1/auth/refresh"})
+_RATE_LIMIT_TEXT = {
+    True: "Too many login or refresh attempts from this address or for this client (7721); "
+    "retry after Retry-After seconds.",
+    False: "The client's request budget is spent (7720); retry after Retry-After seconds.",
+}
+RETRY_AFTER_HEADER: dict[str, Any] = {
+    "description": "Seconds to wait before sending the request again.",
+    "schema": {"type": "integer", "minimum": 1},
+}
 
 
 def _error_example(status: int, path: str) -> dict[str, Any]:
     name = _STATUS_CODES.get(status, "CHECK_PARAMETERS")
+    if status == 429 and path in AUTH_PATHS:
+        name = "AUTH_RATE_LIMITED"
     if status == 404:
         name = next((found for prefix, found in _NOT_FOUND_BY_PATH if path.startswith(prefix)), name)
     row = spec(name)
@@ -266,6 +280,9 @@ def _error_response(status: int, path: str, description: str | None = None) -> d
     }
     if status == 405:
         response["headers"]["Allow"] = ALLOW_HEADER
+    if status == 429:
+        response["description"] = description or _RATE_LIMIT_TEXT[path in AUTH_PATHS]
+        response["headers"]["Retry-After"] = RETRY_AFTER_HEADER
     return response
 
 
@@ -359,6 +376,8 @@ def build_contract(app: Litestar, base: dict[str, Any]) -> dict[str, Any]:
             common.append(400)
         if operation.get("requestBody"):
             common += [413, 415]
+        if merchant or path in AUTH_PATHS:
+            common.append(429)
         if merchant:
             common.append(401)
             operation["security"] = [{BEARER: []}]

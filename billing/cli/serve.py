@@ -31,7 +31,7 @@ async def _worker_lifespan(app: Litestar) -> AsyncIterator[None]:
 def api_process_app() -> Litestar:
     """The app of one ``serve --workers N`` process: settings from the environment, no worker."""
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)
 
 

@@ -68,6 +68,8 @@ ErrorName = Literal[
     "KEYS_EXPIRED",
     "IDEMPOTENCY_KEY_REUSED",
     "IDEMPOTENCY_IN_PROGRESS",
+    "RATE_LIMITED",
+    "AUTH_RATE_LIMITED",
 ]
 """Every catalog name; mypy refuses `BillingError("...")` with a name that is not one of these."""
 
@@ -183,6 +185,16 @@ _ROWS: tuple[ErrorSpec, ...] = (
     ),
     ErrorSpec(
         "7701", "IDEMPOTENCY_IN_PROGRESS", 409, "A request with this Idempotency-Key is still in progress."
+    ),
+    # Rate limits (772x): the answer carries Retry-After, in seconds.
+    ErrorSpec(
+        "7720", "RATE_LIMITED", 429, "Too many requests from this client; retry after Retry-After seconds."
+    ),
+    ErrorSpec(
+        "7721",
+        "AUTH_RATE_LIMITED",
+        429,
+        "Too many login or refresh attempts; retry after Retry-After seconds.",
     ),
 )
 

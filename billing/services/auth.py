@@ -15,7 +15,7 @@ import base64
 import binascii
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -491,7 +491,13 @@ async def login(
 
 
 async def refresh(
-    session: Session, clock: Clock, settings: AuthSettings, secret: str, token: str
+    session: Session,
+    clock: Clock,
+    settings: AuthSettings,
+    secret: str,
+    token: str,
+    *,
+    admit: Callable[[str], None] | None = None,
 ) -> TokenPair:
     """Rotate: the presented refresh token dies and a new pair is issued in the same family.
 
@@ -499,11 +505,16 @@ async def refresh(
 
     A token that was already used (or revoked) revokes the whole family, since either the
     owner or a thief is replaying it; both must log in again.
+
+    ``admit`` is called with the token's client before anything else is decided (the API's
+    per-client refresh budget); raising from it leaves the token as it was.
     """
     now = clock.now()
     row = await store.refresh_token_by_hash(session, _hash(token or ""))
     if row is None:
         raise BillingError("REFRESH_TOKEN_INVALID")
+    if admit is not None:  # the caller's rate limit for the token's client; it raises to refuse
+        admit(row.client_id)
     if row.used_at is not None or row.revoked_at is not None:
         await _revoke_and_commit(session, row.family_id, now)
         raise BillingError(

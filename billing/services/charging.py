@@ -252,6 +252,14 @@ class _Cursor:
         return self.request.methods[self.method_index]
 
 
+def _log_ids(cursor: _Cursor) -> dict[str, Any]:
+    """What a log line about one charge names: its key and the charge, subscription and batch ids."""
+    request = cursor.request
+    ids = {"key": cursor.key, "charge_id": cursor.charge_id}
+    ids |= {"subscription_id": request.subscription_id, "batch_id": request.batch_id}
+    return {name: value for name, value in ids.items() if value is not None}
+
+
 class ChargeRun:
     """Requests whose pending rows are written; `settle` charges them to a final result."""
 
@@ -374,7 +382,7 @@ class ChargeRun:
         processor = processors.get(slug)
         if processor is None:
             # Not configured in this process: another worker (or a restart) must reconcile it.
-            log.warning("processor not configured", extra={"processor": slug, "key": cursor.key})
+            log.warning("processor not configured", extra={"processor": slug, **_log_ids(cursor)})
             return Outcome.unknown()
         call = ProcessorCall(
             mode="reconcile" if cursor.mode == "reconcile" else "charge",
@@ -388,7 +396,7 @@ class ChargeRun:
             try:
                 return await call_processor(processor, call)
             except Exception:
-                log.exception("processor call failed", extra={"processor": slug, "key": cursor.key})
+                log.exception("processor call failed", extra={"processor": slug, **_log_ids(cursor)})
                 return Outcome.unknown()
 
     def _record(
@@ -560,7 +568,7 @@ async def _resume_families(session: Session, cursors: Sequence[_Cursor]) -> None
                 # Taken by a row under another unique key (same subscription, period, attempt
                 # and method written with a different key format): nothing safe to do here.
                 cursor.final = ChargeResult(cursor.request, "unknown", None, cursor.records)
-                log.error("charge key conflict without a row", extra={"key": cursor.key})
+                log.error("charge key conflict without a row", extra=_log_ids(cursor))
             continue
         resume = next((r for r in rows if r.state in _SUCCEEDED), None)
         if resume is None:

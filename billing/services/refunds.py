@@ -203,7 +203,10 @@ async def ask_processor(
                 reason=refund.reason or "",
             )
     except Exception:
-        log.exception("refund call failed", extra={"refund": refund.id, "processor": refund.processor})
+        log.exception(
+            "refund call failed",
+            extra={"refund_id": refund.id, "charge_id": refund.charge_id, "processor": refund.processor},
+        )
         return Outcome.unknown(), method
     return _never_key_reused(outcome), method
 
@@ -259,7 +262,10 @@ async def _settle(runtime: Runtime, clock: Clock, refund: Refund, *, look_up_fir
         charge = await session.get(Charge, refund.charge_id)
     processor = runtime.processors.get(refund.processor)
     if charge is None or processor is None or not charge.processor_reference:
-        log.error("refund cannot be sent from this process", extra={"refund": refund.id})
+        log.error(
+            "refund cannot be sent from this process",
+            extra={"refund_id": refund.id, "charge_id": refund.charge_id},
+        )
         return refund
     outcome, method = await ask_processor(
         processor, refund, charge.processor_reference, look_up_first=look_up_first
@@ -330,5 +336,13 @@ async def run_refund_reconciliation(runtime: Runtime, identity: str) -> dict[str
         state = settled.state if settled.state in ("succeeded", "failed") else "unresolved"
         summary[state] += 1
         if state != "unresolved":
-            log.info("refund reconciled", extra={"refund": refund.id, "state": state, "worker": identity})
+            log.info(
+                "refund reconciled",
+                extra={
+                    "refund_id": refund.id,
+                    "charge_id": refund.charge_id,
+                    "state": state,
+                    "worker": identity,
+                },
+            )
     return summary

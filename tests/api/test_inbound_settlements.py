@@ -107,7 +107,7 @@ async def test_good_mismatched_and_unknown_rows(
     assert [(r["status"], r["code"]) for r in answer["rows"]] == [("refused", "7074")]
 
     # The operator lists what was not applied.
-    monkeypatch.setattr("billing.cli.common.configure_logging", lambda level: None)
+    monkeypatch.setattr("billing.cli.common.configure_logging", lambda *_: None)
     env = {"BILLING_DATABASE__URL": db_url, "BILLING_DATA_DIR": str(tmp_path)}
     result = await anyio.to_thread.run_sync(
         lambda: CliRunner().invoke(cli, ["settlements", "mismatches", "--json"], env=env)

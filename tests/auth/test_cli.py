@@ -27,7 +27,7 @@ pytestmark = pytest.mark.anyio
 def run_cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """``await run_cli("clients", "list")``: the CLI on the test database, off the event loop."""
     # The CLI points the root logger at stderr; inside pytest that would outlive the test.
-    monkeypatch.setattr("billing.cli.common.configure_logging", lambda level: None)
+    monkeypatch.setattr("billing.cli.common.configure_logging", lambda *_: None)
     env = {"BILLING_DATABASE__URL": db_url, "BILLING_DATA_DIR": str(tmp_path)}
 
     async def run(*args: str, extra_env: dict[str, str] | None = None, code: int = 0) -> Result:

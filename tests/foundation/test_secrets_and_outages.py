@@ -147,7 +147,7 @@ def _integrity_error_with_secret(db_url: str, secret: str) -> BaseException:
 
 
 def test_logged_database_errors_carry_no_parameters(db_url: str) -> None:
-    from billing.logs import JsonFormatter
+    from billing.logs import log_formatter
 
     secret = "tok_" + secrets.token_hex(12)
     exc = _integrity_error_with_secret(db_url, secret)
@@ -157,7 +157,7 @@ def test_logged_database_errors_carry_no_parameters(db_url: str) -> None:
     record = logging.LogRecord(
         "billing.api", logging.ERROR, __file__, 1, "failed", (), (type(exc), exc, exc.__traceback__)
     )
-    line = json.loads(JsonFormatter().format(record))
+    line = json.loads(log_formatter("json").format(record))
     assert secret not in line["exc"]
     assert "INSERT seen_signature" in line["exc"]
     assert "IntegrityError" in line["exc"]

@@ -45,14 +45,14 @@ async def _resend_call(runtime: Runtime, charge: Charge) -> ProcessorCall | None
     """The call that sends `charge` again exactly as verify-card sent it; None when the card,
     plan or enrolment context it names is gone (then the key can only be looked up)."""
     if charge.charge_metadata is None:
-        log.error("enrolment charge carries no enrolment context", extra={"charge": charge.id})
+        log.error("enrolment charge carries no enrolment context", extra={"charge_id": charge.id})
         return None
     context = EnrolmentContext.from_metadata(charge.charge_metadata)
     async with runtime.sessions() as session:
         method = await method_store.get_payment_method(session, charge.client_id, context.payment_method_id)
         plan = await session.get(Plan, context.plan_id)
     if method is None or plan is None:
-        log.error("enrolment charge names a card or plan that does not exist", extra={"charge": charge.id})
+        log.error("enrolment charge names a card or plan that does not exist", extra={"charge_id": charge.id})
         return None
     # Charges written before the description was recorded were sent with the plan's name then;
     # if the plan was renamed since, the processor answers "key reused" (unknown), never twice.
@@ -68,7 +68,7 @@ async def _outcome_of(runtime: Runtime, charge: Charge) -> Outcome | None:
     """
     processor = runtime.processors.get(charge.processor)
     if processor is None:
-        log.error("enrolment charge names a processor that is not installed", extra={"charge": charge.id})
+        log.error("enrolment charge names a processor that is not installed", extra={"charge_id": charge.id})
         return None
     call = await _resend_call(runtime, charge)
     if call is None:
@@ -77,7 +77,7 @@ async def _outcome_of(runtime: Runtime, charge: Charge) -> Outcome | None:
         found = await call_processor(processor, call)
     except Exception:
         # Whatever went wrong, the charge stays open and is tried again on a later pass.
-        log.exception("enrolment charge resend failed", extra={"charge": charge.id})
+        log.exception("enrolment charge resend failed", extra={"charge_id": charge.id})
         return None
     return None if found.status == "unknown" else found
 
@@ -123,6 +123,6 @@ async def run_recovery(runtime: Runtime, identity: str) -> dict[str, int]:
             summary[outcome.status] += 1
             log.info(
                 "enrolment charge recovered",
-                extra={"charge": charge.id, "state": outcome.status, "worker": identity},
+                extra={"charge_id": charge.id, "state": outcome.status, "worker": identity},
             )
     return summary

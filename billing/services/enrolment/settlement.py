@@ -235,7 +235,7 @@ async def _succeeded(
     await session.flush()
     if not await trx_store.move_transaction(session, trx, from_status="enrolling", to_status="used"):
         # The money moved, so the subscription stands; the transaction was consumed elsewhere.
-        log.warning("enrolment charge settled on a transaction not enrolling", extra={"charge": charge.id})
+        log.warning("enrolment charge settled on a transaction not enrolling", extra={"charge_id": charge.id})
     await events.record_event(
         session,
         client_id=subscription.client_id,
@@ -243,7 +243,7 @@ async def _succeeded(
         now=now,
         subscription_id=subscription.id,
     )
-    log.info("enrolment succeeded", extra={"charge": charge.id, "subscription": subscription.id})
+    log.info("enrolment succeeded", extra={"charge_id": charge.id, "subscription_id": subscription.id})
     return Enrolment(transaction=trx, payment_method=method, subscription=subscription, charge=charge)
 
 
@@ -279,7 +279,7 @@ async def _failed(
         payload=charge_event(ChargeFailed, charge, trx_uid=trx.id, user_id=trx.user_id),
         now=now,
     )
-    log.info("enrolment declined", extra={"charge": charge.id, "code": outcome.decline_code})
+    log.info("enrolment declined", extra={"charge_id": charge.id, "code": outcome.decline_code})
     return Enrolment(transaction=trx, payment_method=method, charge=charge)
 
 

@@ -160,7 +160,7 @@ async def _verify(processor: PaymentProcessor, token: str, trx: Transaction, met
         await processor.void(outcome.reference)
     except BillingError as exc:
         # The hold lapses on its own; failing the enrolment over it would help nobody.
-        log.warning("verification hold not released", extra={"transaction": trx.id, "code": exc.code})
+        log.warning("verification hold not released", extra={"transaction_id": trx.id, "code": exc.code})
 
 
 async def _send_charge(processor: PaymentProcessor, token: str, charge: Charge, description: str) -> Outcome:

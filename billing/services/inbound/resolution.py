@@ -177,14 +177,14 @@ async def receive_processor_notice(runtime: Runtime, notice: ProcessorNotice, id
         if not _amounts_agree(notice, charge):
             log.error(
                 "notification amount differs from the charge's; not applied",
-                extra={"source": notice.source, "event_id": notice.event_id, "charge": charge.id},
+                extra={"source": notice.source, "event_id": notice.event_id, "charge_id": charge.id},
             )
             await inbound.resolve_notification(session, notice_id, resolution="mismatch", charge_id=charge.id)
             return NoticeReceipt(notice.event_id, False, "mismatch", charge.id, charge.state)
         if notice.outcome is None:
             log.info(
                 "refund notification recorded",
-                extra={"source": notice.source, "event_id": notice.event_id, "charge": charge.id},
+                extra={"source": notice.source, "event_id": notice.event_id, "charge_id": charge.id},
             )
             await inbound.resolve_notification(session, notice_id, resolution="recorded", charge_id=charge.id)
             return NoticeReceipt(notice.event_id, False, "recorded", charge.id, charge.state)
@@ -197,7 +197,7 @@ async def receive_processor_notice(runtime: Runtime, notice: ProcessorNotice, id
             # Stored as `deferred`: the worker's pass applies it (the sender must not resend it).
             log.warning(
                 "notification stored; applying it failed, the worker retries",
-                extra={"source": notice.source, "event_id": notice.event_id, "charge": charge.id},
+                extra={"source": notice.source, "event_id": notice.event_id, "charge_id": charge.id},
                 exc_info=True,
             )
             return NoticeReceipt(notice.event_id, False, "deferred", charge.id, charge.state)
@@ -225,7 +225,7 @@ async def conclude(runtime: Runtime, notice_id: int, outcome: Outcome, *, confir
                 extra={
                     "source": notice.source,
                     "event_id": notice.event_id,
-                    "charge": charge.id,
+                    "charge_id": charge.id,
                     "state": charge.state,
                     "notified": outcome.status,
                 },

@@ -153,7 +153,7 @@ class Mailer:
             message = await self._message(item, started)
         except (TemplateMissing, ValueError) as exc:
             # Nothing a retry could change: the row says why it was not sent.
-            log.warning("notification not sendable", extra={"notification": item.id, "reason": str(exc)})
+            log.warning("notification not sendable", extra={"notification_id": item.id, "reason": str(exc)})
             return self._outcome(item, "abandoned", started, first, None, f"not sendable: {exc}")
         result = await self.sender.send(message)
         at = self.runtime.clock.now()
@@ -175,7 +175,7 @@ class Mailer:
             self.stats.abandoned += 1
             return self._outcome(item, "abandoned", at, first, None, reason)
         self.stats.retried += 1
-        log.info("notification will be retried", extra={"notification": item.id, "reason": reason})
+        log.info("notification will be retried", extra={"notification_id": item.id, "reason": reason})
         return self._outcome(item, "pending", at, first, retry_at, reason)
 
     @staticmethod

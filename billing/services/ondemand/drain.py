@@ -177,7 +177,11 @@ class OnDemandPass(LanePass[OnDemandSummary]):
                 # reconciles its charge.
                 log.error(
                     "on-demand item with a charge but without its subscription or amount",
-                    extra={"item": item.id},
+                    extra={
+                        "item": item.id,
+                        "batch_id": item.batch_id,
+                        "subscription_id": item.subscription_id,
+                    },
                 )
                 continue
             requests.append(

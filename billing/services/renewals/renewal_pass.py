@@ -357,7 +357,7 @@ class RenewalPass(LanePass[RenewalSummary]):
                 item.terms = terms_of(plan, sub, policy, grace.catch_up)
                 item.step = due_step(item.state, item.terms, at)
             except (BillingError, ValueError) as exc:
-                log.error("cannot renew subscription", extra={"subscription": sub.id, "error": str(exc)})
+                log.error("cannot renew subscription", extra={"subscription_id": sub.id, "error": str(exc)})
                 item.step = None
                 item.broken = True
                 continue
@@ -457,7 +457,9 @@ class RenewalPass(LanePass[RenewalSummary]):
             if row is None:
                 # Our lease ran out and another worker took the row; it resumes these charges.
                 self.summary.lost_leases += 1
-                log.warning("lease lost before the outcome was written", extra={"subscription": item.sub.id})
+                log.warning(
+                    "lease lost before the outcome was written", extra={"subscription_id": item.sub.id}
+                )
                 continue
             if result.state == "unknown":
                 self.summary.unknown += 1

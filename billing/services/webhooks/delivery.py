@@ -249,7 +249,10 @@ class Deliverer:
             await self._attempt(delivery)
         except Exception:
             # The lease runs out and the delivery is tried again; nothing else is affected.
-            log.exception("webhook delivery failed unexpectedly", extra={"delivery": delivery.id})
+            log.exception(
+                "webhook delivery failed unexpectedly",
+                extra={"delivery_id": delivery.id, "event_id": delivery.event_id},
+            )
         finally:
             self._busy[delivery.endpoint_id] -= 1
             if self._busy[delivery.endpoint_id] <= 0:

@@ -210,3 +210,40 @@ async def test_processor_errors_map_to_outcomes(engine_runtime: Runtime, name: s
         apply=Recorder(), reconcile_rounds=1,
     )  # fmt: skip
     assert result.state == state
+
+
+class Crashing:
+    """A processor whose client fails in an unexpected way."""
+
+    slug = "sandbox"
+
+    async def charge(self, *args: Any, **kwargs: Any) -> Outcome:
+        raise RuntimeError("connection reset")
+
+    async def lookup(self, key: str) -> Outcome | None:
+        return None
+
+
+async def test_a_failed_call_is_logged_with_the_charge_and_its_subscription(
+    engine_runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with transaction(engine_runtime.sessions) as session:
+        client = await factory.make_client(session, now=NOW)
+        plan = await factory.make_plan(session, client, now=NOW)
+        method = await factory.make_method(session, client, "u", now=NOW)
+        subscription = await factory.enrol(session, client, plan, method, enrolled_at=NOW)
+    choice = MethodChoice(method.id, method.processor, method.token)
+    request = _request(client.id, [choice], subscription_id=subscription.id)
+    caplog.set_level("ERROR", logger="billing.charging")
+    [result] = await execute_charges(
+        engine_runtime.sessions, {"sandbox": Crashing()}, [request], now=NOW, apply=Recorder(),
+        reconcile_rounds=1,
+    )  # fmt: skip
+    assert result.state == "unknown"
+    lines = [r for r in caplog.records if r.getMessage() == "processor call failed"]
+    [row] = [r for r in await _rows(engine_runtime) if r.idempotency_key == request.key]
+    assert lines  # the call, then the look-up's resend under the same key
+    for line in lines:
+        named = (line.charge_id, line.subscription_id, line.key)  # type: ignore[attr-defined]
+        assert named == (row.id, subscription.id, row.idempotency_key)
+        assert line.exc_info is not None
