@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
@@ -21,9 +22,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 from billing.services.enrolment import run_recovery
 from billing.services.idempotency import purge_pass as purge_idempotency_records
 from billing.services.inbound import run_deferred_notifications
+from billing.services.metrics import record_pass
 from billing.services.notifications import Mailer, run_expiring_cards
 from billing.services.notifications.sending import purge_pass as purge_notifications
 from billing.services.ondemand import run_ondemand
+from billing.services.operations import record_heartbeat
 from billing.services.pass_control import stop_when
 from billing.services.refunds import run_refund_reconciliation
 from billing.services.renewals import run_reconciliation, run_renewals
@@ -57,16 +60,39 @@ def registered_passes() -> list[tuple[str, Pass]]:
 
 
 async def run_pass_once(runtime: Runtime, identity: str | None = None) -> dict[str, Any]:
-    """Run every pass once; each pass's failure is logged and does not stop the others."""
+    """Run every pass once; each pass's failure is logged and does not stop the others.
+
+    Each pass is counted (`billing.services.metrics.record_pass`: duration, outcome, what it did),
+    and the worker's heartbeat row is written before the passes and again, with their counts, after.
+    """
     identity = identity or worker_identity()
+    await record_heartbeat(runtime, identity)
     results: dict[str, Any] = {}
+    counts: dict[str, Any] = {}
     for name, run in registered_passes():
+        started = time.perf_counter()
         try:
             results[name] = await run(runtime, identity)
         except Exception:
             log.exception("pass failed", extra={"pass": name})
             results[name] = None
+            counts[name] = record_pass(name, None, time.perf_counter() - started, failed=True) or None
+        else:
+            counts[name] = record_pass(name, results[name], time.perf_counter() - started)
+    await record_heartbeat(runtime, identity, last_pass=counts)
     return results
+
+
+async def timed_round(name: str, round_: Callable[[], Awaitable[int]]) -> int:
+    """Run one delivery or e-mail round and count it like a pass."""
+    started = time.perf_counter()
+    try:
+        result = await round_()
+    except Exception:
+        record_pass(name, None, time.perf_counter() - started, failed=True)
+        raise
+    record_pass(name, result, time.perf_counter() - started)
+    return result
 
 
 def _every(
@@ -111,7 +137,7 @@ async def scheduler_running(runtime: Runtime, identity: str | None = None) -> As
         if stopping.is_set():
             return
         try:
-            await deliverer.round()
+            await timed_round("webhook-deliveries", deliverer.round)
         except Exception:
             log.exception("webhook round failed")
 
@@ -124,7 +150,7 @@ async def scheduler_running(runtime: Runtime, identity: str | None = None) -> As
         if stopping.is_set():
             return
         try:
-            await mailer.round()
+            await timed_round("emails", mailer.round)
             if (today := runtime.clock.now().date()) != last_card_pass[0]:
                 last_card_pass[0] = today
                 await run_expiring_cards(runtime, identity)

@@ -1,0 +1,221 @@
+"""GET /metrics: Prometheus text through HTTP, backlog gauges read from the database, the worker's
+counters moving when a renewal pass runs, the optional bearer token, multiprocess mode."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from api.app import create_app
+from billing.processors.sandbox import SandboxProcessor
+from billing.store.engine import transaction
+from billing.store.ids import new_id
+from billing.store.models import Charge, Subscription
+from billing.worker import run_pass_once
+from tests.conftest import test_settings
+from tests.services.renewals import factory
+
+pytestmark = pytest.mark.anyio
+
+ENROLLED = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parents[2]
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(text: str) -> Samples:
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """A sample's value; a series not exported yet counts as 0 (counters start there)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def scrape(http: Any, **headers: str) -> Samples:
+    response = await http.get("/metrics", headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return parse(response.text)
+
+
+@pytest.fixture
+async def metrics_app(settings: Any, clock: Any) -> AsyncIterator[tuple[Any, Any]]:
+    app = create_app(settings, clock=clock, processors={"sandbox": SandboxProcessor()})
+    async with AsyncTestClient(app=app, raise_server_exceptions=False) as http:
+        yield app, http
+
+
+async def _due_subscriptions(runtime: Any, count: int) -> list[Subscription]:
+    async with transaction(runtime.sessions) as session:
+        client = await factory.make_client(session, now=ENROLLED)
+        plan = await factory.make_plan(session, client, now=ENROLLED)
+        subs = []
+        for n in range(count):
+            method = await factory.make_method(session, client, f"u{n}", now=ENROLLED)
+            subs.append(await factory.enrol(session, client, plan, method, enrolled_at=ENROLLED))
+        return subs
+
+
+async def _open_charge(runtime: Any, client_id: str, state: str, created: datetime) -> None:
+    async with transaction(runtime.sessions) as session:
+        session.add(
+            Charge(
+                id=new_id("charge"),
+                client_id=client_id,
+                kind="on_demand",
+                amount_minor=100,
+                currency="USD",
+                processor="sandbox",
+                idempotency_key="metrics-" + new_id("charge"),
+                state=state,
+                created_at=created,
+                updated_at=created,
+            )
+        )
+
+
+async def test_renewal_pass_moves_the_gauges_and_counters(metrics_app: tuple[Any, Any], clock: Any) -> None:
+    app, http = metrics_app
+    runtime = app.state.runtime
+    subs = await _due_subscriptions(runtime, 3)
+    due_at = subs[0].next_attempt_at
+    assert due_at is not None
+    # An hour past due: due and overdue (more than one pass late).
+    clock.set(due_at + timedelta(hours=1))
+    await _open_charge(runtime, subs[0].client_id, "unknown", clock.now() - timedelta(hours=2))
+    assert (await http.get("/health")).status_code == 200
+
+    before = await scrape(http)
+    assert value(before, "billing_database_up") == 1
+    assert value(before, "billing_subscriptions_due") == 3
+    assert value(before, "billing_subscriptions_overdue") == 3
+    assert value(before, "billing_charges_open", state="unknown", older_than="1h") == 1
+    assert value(before, "billing_charges_open", state="unknown", older_than="1d") == 0
+    assert value(before, "billing_charges_open", state="pending", older_than="0s") == 0
+    assert value(before, "billing_workers_seen") == 0
+    health = value(
+        before,
+        "billing_http_requests_total",
+        method="GET",
+        path="/health",
+        status_code="200",
+        app_name="billing",
+    )
+    assert health >= 1
+
+    await run_pass_once(runtime, "metrics-test-worker")
+
+    after = await scrape(http)
+    assert value(after, "billing_subscriptions_due") == 0
+    assert value(after, "billing_subscriptions_overdue") == 0
+    renewed = ("billing_renewals_total", {"outcome": "renewed"})
+    assert value(after, renewed[0], **renewed[1]) - value(before, renewed[0], **renewed[1]) == 3
+    runs = {"pass": "renewals", "outcome": "ok"}
+    assert (
+        value(after, "billing_pass_runs_total", **runs) - value(before, "billing_pass_runs_total", **runs)
+        == 1
+    )
+    count = {"pass": "renewals"}
+    assert (
+        value(after, "billing_pass_duration_seconds_count", **count)
+        - value(before, "billing_pass_duration_seconds_count", **count)
+        == 1
+    )
+    items = {"pass": "renewals", "result": "renewed"}
+    assert (
+        value(after, "billing_pass_items_total", **items) - value(before, "billing_pass_items_total", **items)
+        == 3
+    )
+    # The pass wrote its heartbeat: one worker seen, its tick just finished.
+    assert value(after, "billing_workers_seen") == 1
+    assert value(after, "billing_worker_last_pass_age_seconds", worker="metrics-test-worker") == 0
+    # Renewals queue events; nothing dispatched them yet.
+    assert value(after, "billing_events_undispatched") >= 3
+
+
+async def test_metrics_is_not_a_merchant_route_nor_in_the_contract(metrics_app: tuple[Any, Any]) -> None:
+    _, http = metrics_app
+    assert (await http.get("/metrics")).status_code == 200  # no client token needed
+    document = (await http.get("/schema/openapi.json")).json()
+    assert "/metrics" not in document["paths"]
+    assert "/health" in document["paths"]
+
+
+async def test_bearer_token_when_configured(db_url: str, tmp_path: Path, clock: Any) -> None:
+    settings = test_settings(db_url, tmp_path, metrics={"bearer_token": "scrape-secret-0123456789"})
+    async with AsyncTestClient(app=create_app(settings, clock=clock), raise_server_exceptions=False) as http:
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": "Basic scrape-secret-0123456789"},
+        ):
+            refused = await http.get("/metrics", headers=headers)
+            assert refused.status_code == 401
+            assert refused.json()["errors"][0]["code"] == "7600"
+            assert "scrape-secret" not in refused.text
+        samples = await scrape(http, Authorization="Bearer scrape-secret-0123456789")
+        assert value(samples, "billing_database_up") == 1
+
+
+async def test_disabled_metrics_are_not_served(db_url: str, tmp_path: Path, clock: Any) -> None:
+    settings = test_settings(db_url, tmp_path, metrics={"enabled": False})
+    async with AsyncTestClient(app=create_app(settings, clock=clock), raise_server_exceptions=False) as http:
+        assert (await http.get("/metrics")).status_code == 404
+
+
+def test_multiprocess_mode_adds_up_every_process(db_url: str, tmp_path: Path) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR set, a worker process's counters show on an API process's
+    /metrics (as with `billing serve --workers N`: the worker runs in the parent)."""
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory), "BILLING_DATABASE__URL": db_url}
+    env["BILLING_AUTH__JWT_SECRET"] = "test-only-multiprocess-0123456789abcdef"
+    env["BILLING_DATA_DIR"] = str(tmp_path)
+    worker = textwrap.dedent(
+        """
+        from billing.services.metrics import record_pass
+        from billing.services.renewals import RenewalSummary
+        record_pass("renewals", RenewalSummary(claimed=5, renewed=4, inactive=1), 0.5)
+        """
+    )
+    api = textwrap.dedent(
+        """
+        from litestar.testing import TestClient
+        from api.app import create_app
+        with TestClient(app=create_app()) as http:
+            response = http.get("/metrics")
+            assert response.status_code == 200, response.text
+            print(response.text)
+        """
+    )
+    for _ in range(2):  # two worker processes, each with its own pid
+        subprocess.run([sys.executable, "-c", worker], env=env, cwd=ROOT, check=True, timeout=120)
+    scraped = subprocess.run(
+        [sys.executable, "-c", api],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
+    samples = parse(scraped.stdout)
+    assert value(samples, "billing_renewals_total", outcome="renewed") == 8
+    assert value(samples, "billing_renewals_total", outcome="inactive") == 2
+    assert value(samples, "billing_pass_duration_seconds_count", **{"pass": "renewals"}) == 2
+    assert value(samples, "billing_database_up") == 1
