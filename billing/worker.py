@@ -22,7 +22,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from billing.services.enrolment import run_recovery
 from billing.services.idempotency import purge_pass as purge_idempotency_records
 from billing.services.inbound import run_deferred_notifications
-from billing.services.metrics import record_pass
+from billing.services.metrics import record_pass, tally_of
 from billing.services.notifications import Mailer, run_expiring_cards
 from billing.services.notifications.sending import purge_pass as purge_notifications
 from billing.services.ondemand import run_ondemand
@@ -62,11 +62,15 @@ def registered_passes() -> list[tuple[str, Pass]]:
 async def run_pass_once(runtime: Runtime, identity: str | None = None) -> dict[str, Any]:
     """Run every pass once; each pass's failure is logged and does not stop the others.
 
-    Each pass is counted (`billing.services.metrics.record_pass`: duration, outcome, what it did),
-    and the worker's heartbeat row is written before the passes and again, with their counts, after.
+    Each pass is counted in this worker's tally (`billing.services.metrics.record_pass`: duration,
+    outcome, what it did), and the worker's heartbeat row is written before the passes and again
+    after, with the tick's counts and the tally (which /metrics exports).
     """
     identity = identity or worker_identity()
-    await record_heartbeat(runtime, identity)
+    tally = tally_of(identity)
+    if tally.started_at is None:
+        tally.started_at = runtime.clock.now()
+    await record_heartbeat(runtime, identity, started_at=tally.started_at, counters=tally.as_json())
     results: dict[str, Any] = {}
     counts: dict[str, Any] = {}
     for name, run in registered_passes():
@@ -76,22 +80,25 @@ async def run_pass_once(runtime: Runtime, identity: str | None = None) -> dict[s
         except Exception:
             log.exception("pass failed", extra={"pass": name})
             results[name] = None
-            counts[name] = record_pass(name, None, time.perf_counter() - started, failed=True) or None
+            record_pass(identity, name, None, time.perf_counter() - started, failed=True)
+            counts[name] = None
         else:
-            counts[name] = record_pass(name, results[name], time.perf_counter() - started)
-    await record_heartbeat(runtime, identity, last_pass=counts)
+            counts[name] = record_pass(identity, name, results[name], time.perf_counter() - started)
+    await record_heartbeat(
+        runtime, identity, started_at=tally.started_at, last_pass=counts, counters=tally.as_json()
+    )
     return results
 
 
-async def timed_round(name: str, round_: Callable[[], Awaitable[int]]) -> int:
-    """Run one delivery or e-mail round and count it like a pass."""
+async def timed_round(identity: str, name: str, round_: Callable[[], Awaitable[int]]) -> int:
+    """Run one delivery or e-mail round and count it like a pass (written with the next heartbeat)."""
     started = time.perf_counter()
     try:
         result = await round_()
     except Exception:
-        record_pass(name, None, time.perf_counter() - started, failed=True)
+        record_pass(identity, name, None, time.perf_counter() - started, failed=True)
         raise
-    record_pass(name, result, time.perf_counter() - started)
+    record_pass(identity, name, result, time.perf_counter() - started)
     return result
 
 
@@ -137,7 +144,7 @@ async def scheduler_running(runtime: Runtime, identity: str | None = None) -> As
         if stopping.is_set():
             return
         try:
-            await timed_round("webhook-deliveries", deliverer.round)
+            await timed_round(identity, "webhook-deliveries", deliverer.round)
         except Exception:
             log.exception("webhook round failed")
 
@@ -150,7 +157,7 @@ async def scheduler_running(runtime: Runtime, identity: str | None = None) -> As
         if stopping.is_set():
             return
         try:
-            await timed_round("emails", mailer.round)
+            await timed_round(identity, "emails", mailer.round)
             if (today := runtime.clock.now().date()) != last_card_pass[0]:
                 last_card_pass[0] = today
                 await run_expiring_cards(runtime, identity)

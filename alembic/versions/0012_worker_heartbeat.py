@@ -1,7 +1,8 @@
 """Worker heartbeats: one row per worker process, for `billing status` and /metrics
 
 Each worker upserts its row (host, pid, version, when it started, when it was last seen, what its
-last tick did) on every tick; rows not seen for a week are dropped by the workers themselves.
+last tick did, its counters and pass-duration histograms since it started) on every tick; any API
+process's /metrics exports those counters. Rows not seen for a week are dropped by the workers.
 
 Revision ID: 0012
 Revises: 0009
@@ -39,6 +40,7 @@ def upgrade() -> None:
         sa.Column('seen_at', _WHEN, nullable=False),
         sa.Column('last_pass', _JSON, nullable=True),
         sa.Column('last_pass_at', _WHEN, nullable=True),
+        sa.Column('counters', _JSON, nullable=True),
         sa.PrimaryKeyConstraint('id', name=op.f('pk_worker_heartbeat')),
     )
     with op.batch_alter_table('worker_heartbeat', schema=None) as batch_op:

@@ -1,16 +1,20 @@
 """Prometheus metrics: what the worker counts, and the /metrics exposition.
 
-Two kinds of series (docs/operations.md):
+Three kinds of series (docs/operations.md):
 
-- **Counters and histograms of a process** (passes run and their duration, renewals, retries,
-  recoveries, inactivations, on-demand items, lease losses; the HTTP series of Litestar's
-  Prometheus middleware). The worker records them after each pass (`record_pass`). With several
-  processes on a host (`billing serve --workers N` runs the worker in the parent and N API
-  processes), set `PROMETHEUS_MULTIPROC_DIR`: every process writes its values there and any API
-  process's /metrics adds them up (prometheus_client's multiprocess mode).
-- **Backlog gauges**, counted from the database at scrape time (`scrape`): due and overdue
-  subscriptions, open charges and refunds by age, outboxes, workers seen. Whichever process is
-  scraped answers the same figures, so they need no multiprocess support.
+- **The workers' counters and pass-duration histograms** (passes run, renewals, retries,
+  recoveries, inactivations, on-demand items, lease losses). A worker tallies them in memory
+  (`record_pass`, called by billing.worker after each pass) and writes the tally into its
+  heartbeat row on every tick; /metrics exports every recently seen worker's tally with a
+  `worker` label. So any API process answers for every worker, on any host or container, and
+  `billing worker` needs no port of its own.
+- **Backlog gauges**, counted from the database at scrape time: due and overdue subscriptions,
+  open charges and refunds by age, outboxes, workers seen. Any process answers the same figures.
+- **HTTP series of the API process** (Litestar's Prometheus middleware: requests, errors, latency
+  by route template and status), in prometheus_client's default registry. With several API
+  processes on one host (`billing serve --workers N`) set `PROMETHEUS_MULTIPROC_DIR`, and any
+  process's /metrics adds up every process's (multiprocess mode); API processes on several
+  hosts are scraped one by one.
 """
 
 from __future__ import annotations
@@ -18,18 +22,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from billing.services.ondemand.drain import OnDemandSummary
@@ -44,28 +42,27 @@ log = logging.getLogger("billing.metrics")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
-PASS_SECONDS = Histogram(
-    "billing_pass_duration_seconds",
-    "How long one worker pass (or delivery/e-mail round) took",
-    ["pass"],
-    buckets=(0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
-)
-PASS_RUNS = Counter("billing_pass_runs", "Worker passes run, by outcome (ok, failed)", ["pass", "outcome"])
-PASS_ITEMS = Counter(
-    "billing_pass_items",
-    "What the worker's passes did, by pass and the summary's count name",
-    ["pass", "result"],
-)
-RENEWALS = Counter(
-    "billing_renewals",
-    "Renewal pass outcomes: renewed (charged), payment_failed (first failure, grace starts), "
-    "retry_failed, recovered (a retry succeeded), inactive, expired",
-    ["outcome"],
-)
-ONDEMAND_ITEMS = Counter("billing_ondemand_items", "On-demand batch items charged, by outcome", ["outcome"])
-LEASE_LOSSES = Counter(
-    "billing_lease_losses", "Rows whose lease ran out before the pass wrote the outcome", ["pass"]
-)
+EXPORT_WITHIN = timedelta(minutes=15)
+"""The counters of workers seen this recently are exported (a stopped worker's series end then)."""
+
+BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+"""Upper bounds of the pass-duration histogram, in seconds (+Inf added)."""
+
+COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "billing_pass_runs_total": ("Worker passes run, by outcome (ok, failed)", ("pass", "outcome")),
+    "billing_pass_items_total": (
+        "What the worker's passes did, by pass and the count's name in the pass summary",
+        ("pass", "result"),
+    ),
+    "billing_renewals_total": (
+        "Renewal pass outcomes: renewed (charged), payment_failed (first failure, grace starts), "
+        "retry_failed, recovered (a grace retry succeeded), inactive, expired",
+        ("outcome",),
+    ),
+    "billing_ondemand_items_total": ("On-demand batch items charged, by outcome", ("outcome",)),
+    "billing_lease_losses_total": ("Rows whose lease ran out before the pass wrote the outcome", ("pass",)),
+}
+DURATION_HISTOGRAM = "billing_pass_duration_seconds"
 
 _RENEWAL_OUTCOMES = {
     "renewed": "renewed",
@@ -76,19 +73,11 @@ _RENEWAL_OUTCOMES = {
     "expired": "expired",
 }
 _ONDEMAND_OUTCOMES = ("succeeded", "failed", "not_chargeable")
-for _outcome in _RENEWAL_OUTCOMES.values():
-    RENEWALS.labels(_outcome)  # present (at 0) before the first renewal, so rate() sees the first one
-for _outcome in _ONDEMAND_OUTCOMES:
-    ONDEMAND_ITEMS.labels(_outcome)
 
 METRIC_NAMES = frozenset(
     {
-        "billing_pass_duration_seconds",
-        "billing_pass_runs_total",
-        "billing_pass_items_total",
-        "billing_renewals_total",
-        "billing_ondemand_items_total",
-        "billing_lease_losses_total",
+        *COUNTERS,
+        DURATION_HISTOGRAM,
         "billing_http_requests_total",
         "billing_http_request_duration_seconds",
         "billing_http_requests_in_progress",
@@ -112,6 +101,54 @@ METRIC_NAMES = frozenset(
 """Every series name /metrics exports (histograms by their base name): the dashboard is checked against it."""
 
 
+@dataclass
+class Tally:
+    """One worker's counters and pass-duration histograms since it started (kept in memory,
+    written into its heartbeat row)."""
+
+    started_at: datetime | None = None
+    counters: dict[str, dict[tuple[str, ...], float]] = field(default_factory=dict)
+    durations: dict[str, list[int]] = field(default_factory=dict)  # pass -> count per bucket (+Inf last)
+    sums: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Present (at 0) before the first renewal, so rate() sees the first one.
+        for outcome in _RENEWAL_OUTCOMES.values():
+            self.inc("billing_renewals_total", 0, outcome)
+        for outcome in _ONDEMAND_OUTCOMES:
+            self.inc("billing_ondemand_items_total", 0, outcome)
+
+    def inc(self, name: str, amount: float, *labels: str) -> None:
+        series = self.counters.setdefault(name, {})
+        series[labels] = series.get(labels, 0) + amount
+
+    def observe(self, pass_name: str, seconds: float) -> None:
+        buckets = self.durations.setdefault(pass_name, [0] * (len(BUCKETS) + 1))
+        index = next((i for i, bound in enumerate(BUCKETS) if seconds <= bound), len(BUCKETS))
+        buckets[index] += 1
+        self.sums[pass_name] = self.sums.get(pass_name, 0.0) + seconds
+
+    def as_json(self) -> dict[str, Any]:
+        """What the heartbeat row stores (`counters` column)."""
+        return {
+            "counters": {
+                name: [[list(labels), value] for labels, value in series.items()]
+                for name, series in self.counters.items()
+            },
+            "durations": {
+                name: {"buckets": counts, "sum": self.sums[name]} for name, counts in self.durations.items()
+            },
+        }
+
+
+_TALLIES: dict[str, Tally] = {}
+
+
+def tally_of(identity: str) -> Tally:
+    """The tally of the worker running under `identity` in this process."""
+    return _TALLIES.setdefault(identity, Tally())
+
+
 def counts_of(result: Any) -> dict[str, int]:
     """A pass's result as counts: a `PassSummary`, a dict of counts, or a single count."""
     if isinstance(result, PassSummary):
@@ -123,24 +160,25 @@ def counts_of(result: Any) -> dict[str, int]:
     return {}
 
 
-def record_pass(name: str, result: Any, seconds: float, *, failed: bool = False) -> dict[str, int]:
-    """Count one pass the worker ran (its duration, outcome and what it did); returns its counts."""
-    PASS_SECONDS.labels(name).observe(seconds)
-    PASS_RUNS.labels(name, "failed" if failed else "ok").inc()
+def record_pass(
+    identity: str, name: str, result: Any, seconds: float, *, failed: bool = False
+) -> dict[str, int]:
+    """Count one pass the worker `identity` ran (its duration, outcome and what it did); returns its counts."""
+    tally = tally_of(identity)
+    tally.observe(name, seconds)
+    tally.inc("billing_pass_runs_total", 1, name, "failed" if failed else "ok")
     counts = counts_of(result)
     for key, value in counts.items():
         if value > 0:
-            PASS_ITEMS.labels(name, key).inc(value)
+            tally.inc("billing_pass_items_total", value, name, key)
     if isinstance(result, RenewalSummary):
         for key, outcome in _RENEWAL_OUTCOMES.items():
-            if value := getattr(result, key):
-                RENEWALS.labels(outcome).inc(value)
+            tally.inc("billing_renewals_total", getattr(result, key), outcome)
     if isinstance(result, OnDemandSummary):
         for outcome in _ONDEMAND_OUTCOMES:
-            if value := getattr(result, outcome):
-                ONDEMAND_ITEMS.labels(outcome).inc(value)
+            tally.inc("billing_ondemand_items_total", getattr(result, outcome), outcome)
     if lost := counts.get("lost_leases", 0):
-        LEASE_LOSSES.labels(name).inc(lost)
+        tally.inc("billing_lease_losses_total", lost, name)
     return counts
 
 
@@ -202,20 +240,45 @@ class _Snapshot:
             ),
         ):
             yield GaugeMetricFamily(name, text, value=backlog.outbox[key])
+        recent = [worker for worker in self.workers if worker.seen_at >= backlog.at - SEEN_WITHIN]
         yield GaugeMetricFamily(
             "billing_workers_seen",
             f"Workers whose heartbeat is at most {SEEN_WITHIN.total_seconds():g}s old",
-            value=len(self.workers),
+            value=len(recent),
         )
         last = GaugeMetricFamily(
             "billing_worker_last_pass_age_seconds",
-            "Seconds since each recently seen worker finished a tick",
+            f"Seconds since each worker seen in the last {EXPORT_WITHIN.total_seconds():g}s finished a tick",
             labels=["worker"],
         )
         for worker in self.workers:
             if worker.last_pass_at is not None:
                 last.add_metric([worker.id], max(0.0, (backlog.at - worker.last_pass_at).total_seconds()))
         yield last
+        yield from worker_series(self.workers)
+
+
+def worker_series(workers: list[store.Heartbeat]) -> Iterator[Metric]:
+    """The workers' counters and pass-duration histograms, from their heartbeat rows, by `worker`."""
+    for name, (text, labels) in COUNTERS.items():
+        family = CounterMetricFamily(name, text, labels=["worker", *labels])
+        for worker in workers:
+            for values, value in ((worker.counters or {}).get("counters") or {}).get(name, []):
+                family.add_metric([worker.id, *values], value)
+        yield family
+    histogram = HistogramMetricFamily(
+        DURATION_HISTOGRAM,
+        "How long one worker pass (or delivery/e-mail round) took",
+        labels=["worker", "pass"],
+    )
+    for worker in workers:
+        for pass_name, data in ((worker.counters or {}).get("durations") or {}).items():
+            cumulative, buckets = 0, []
+            for bound, count in zip([*map(str, BUCKETS), "+Inf"], data["buckets"], strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            histogram.add_metric([worker.id, pass_name], buckets, data["sum"])
+    yield histogram
 
 
 def _by_age(name: str, text: str, values: Mapping[str, Mapping[str, int]]) -> GaugeMetricFamily:
@@ -232,7 +295,7 @@ async def scrape(runtime: Runtime) -> bytes:
     try:
         backlog = await read_backlog(runtime)
         async with transaction(runtime.sessions) as session:
-            workers = await store.workers_seen_since(session, runtime.clock.now() - SEEN_WITHIN)
+            workers = await store.workers_seen_since(session, runtime.clock.now() - EXPORT_WITHIN)
     except Exception as exc:  # the process series are still worth serving
         log.warning("metrics: database not readable: %s", type(exc).__name__)
         backlog, workers = None, []

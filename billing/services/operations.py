@@ -80,8 +80,15 @@ async def read_backlog(runtime: Runtime) -> Backlog:
         )
 
 
-async def record_heartbeat(runtime: Runtime, identity: str, last_pass: dict[str, Any] | None = None) -> None:
-    """Upsert this worker's heartbeat row (with its last tick's counts when given).
+async def record_heartbeat(
+    runtime: Runtime,
+    identity: str,
+    *,
+    started_at: datetime | None = None,
+    last_pass: dict[str, Any] | None = None,
+    counters: dict[str, Any] | None = None,
+) -> None:
+    """Upsert this worker's heartbeat row (with its last tick's counts and its counters when given).
 
     A heartbeat that cannot be written (the database is away) is logged and skipped: the passes
     run regardless.
@@ -96,7 +103,9 @@ async def record_heartbeat(runtime: Runtime, identity: str, last_pass: dict[str,
                 pid=os.getpid(),
                 version=__version__,
                 now=now,
+                started_at=started_at or now,
                 last_pass=last_pass,
+                counters=counters,
             )
             if last_pass is not None:
                 await store.forget_workers(session, seen_before=now - FORGET_AFTER)
@@ -128,7 +137,7 @@ class Status:
             "error": self.error,
             "workers": [
                 {
-                    **asdict(worker),
+                    **{key: value for key, value in asdict(worker).items() if key != "counters"},
                     "started_at": worker.started_at.isoformat(),
                     "seen_at": worker.seen_at.isoformat(),
                     "last_pass_at": worker.last_pass_at.isoformat() if worker.last_pass_at else None,

@@ -509,7 +509,7 @@ class InboundNotification(SQLModel, table=True):
 
 class WorkerHeartbeat(SQLModel, table=True):
     """One row per worker process, written on every tick: `billing status` and /metrics read who
-    ran lately (`seen_at`) and what its last tick did (`last_pass`: counts per pass)."""
+    ran lately (`seen_at`), what its last tick did (`last_pass`: counts per pass) and its counters."""
 
     __tablename__ = "worker_heartbeat"
 
@@ -521,6 +521,8 @@ class WorkerHeartbeat(SQLModel, table=True):
     seen_at: datetime = Field(index=True)
     last_pass: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn)
     last_pass_at: datetime | None = None
+    # The worker's counters and pass-duration histograms since it started (billing.services.metrics).
+    counters: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn)
 
 
 ALL_TABLES = [

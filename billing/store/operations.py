@@ -111,6 +111,7 @@ class Heartbeat:
     seen_at: datetime
     last_pass: dict[str, Any] | None
     last_pass_at: datetime | None
+    counters: dict[str, Any] | None
 
 
 async def beat(
@@ -121,13 +122,22 @@ async def beat(
     pid: int,
     version: str,
     now: datetime,
+    started_at: datetime,
     last_pass: dict[str, Any] | None = None,
+    counters: dict[str, Any] | None = None,
 ) -> None:
     """Insert or refresh a worker's row; with `last_pass`, record its last tick too."""
-    values: dict[str, Any] = {"host": host, "pid": pid, "version": version, "seen_at": now}
+    values: dict[str, Any] = {
+        "host": host,
+        "pid": pid,
+        "version": version,
+        "started_at": started_at,
+        "seen_at": now,
+        "counters": counters,
+    }
     if last_pass is not None:
         values |= {"last_pass": last_pass, "last_pass_at": now}
-    statement = dialect_insert(session, _BEAT).values(id=identity, started_at=now, **values)
+    statement = dialect_insert(session, _BEAT).values(id=identity, **values)
     statement = statement.on_conflict_do_update(index_elements=[_BEAT.c.id], set_=values)
     conn = await session.connection()
     await conn.execute(statement)

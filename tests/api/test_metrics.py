@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -108,6 +109,7 @@ async def test_renewal_pass_moves_the_gauges_and_counters(metrics_app: tuple[Any
     assert value(before, "billing_charges_open", state="unknown", older_than="1d") == 0
     assert value(before, "billing_charges_open", state="pending", older_than="0s") == 0
     assert value(before, "billing_workers_seen") == 0
+    assert not [key for key in before if key[0] == "billing_renewals_total"]  # no worker has reported
     health = value(
         before,
         "billing_http_requests_total",
@@ -118,34 +120,34 @@ async def test_renewal_pass_moves_the_gauges_and_counters(metrics_app: tuple[Any
     )
     assert health >= 1
 
-    await run_pass_once(runtime, "metrics-test-worker")
+    worker = f"metrics-test:{uuid.uuid4().hex[:8]}"  # a tally of its own (tallies live per process)
+    await run_pass_once(runtime, worker)
 
     after = await scrape(http)
     assert value(after, "billing_subscriptions_due") == 0
     assert value(after, "billing_subscriptions_overdue") == 0
-    renewed = ("billing_renewals_total", {"outcome": "renewed"})
-    assert value(after, renewed[0], **renewed[1]) - value(before, renewed[0], **renewed[1]) == 3
-    runs = {"pass": "renewals", "outcome": "ok"}
+    # The worker's counters, from its heartbeat row, labelled with its identity.
+    assert value(after, "billing_renewals_total", worker=worker, outcome="renewed") == 3
+    assert value(after, "billing_renewals_total", worker=worker, outcome="inactive") == 0
+    assert value(after, "billing_pass_runs_total", worker=worker, outcome="ok", **{"pass": "renewals"}) == 1
+    assert value(after, "billing_pass_duration_seconds_count", worker=worker, **{"pass": "renewals"}) == 1
     assert (
-        value(after, "billing_pass_runs_total", **runs) - value(before, "billing_pass_runs_total", **runs)
-        == 1
-    )
-    count = {"pass": "renewals"}
-    assert (
-        value(after, "billing_pass_duration_seconds_count", **count)
-        - value(before, "billing_pass_duration_seconds_count", **count)
+        value(after, "billing_pass_duration_seconds_bucket", worker=worker, le="+Inf", **{"pass": "renewals"})
         == 1
     )
     items = {"pass": "renewals", "result": "renewed"}
-    assert (
-        value(after, "billing_pass_items_total", **items) - value(before, "billing_pass_items_total", **items)
-        == 3
-    )
+    assert value(after, "billing_pass_items_total", worker=worker, **items) == 3
     # The pass wrote its heartbeat: one worker seen, its tick just finished.
     assert value(after, "billing_workers_seen") == 1
-    assert value(after, "billing_worker_last_pass_age_seconds", worker="metrics-test-worker") == 0
+    assert value(after, "billing_worker_last_pass_age_seconds", worker=worker) == 0
     # Renewals queue events; nothing dispatched them yet.
     assert value(after, "billing_events_undispatched") >= 3
+
+    # A second tick with nothing due: the runs counter moves, the renewals stay.
+    await run_pass_once(runtime, worker)
+    again = await scrape(http)
+    assert value(again, "billing_pass_runs_total", worker=worker, outcome="ok", **{"pass": "renewals"}) == 2
+    assert value(again, "billing_renewals_total", worker=worker, outcome="renewed") == 3
 
 
 async def test_metrics_is_not_a_merchant_route_nor_in_the_contract(metrics_app: tuple[Any, Any]) -> None:
@@ -178,35 +180,32 @@ async def test_disabled_metrics_are_not_served(db_url: str, tmp_path: Path, cloc
         assert (await http.get("/metrics")).status_code == 404
 
 
-def test_multiprocess_mode_adds_up_every_process(db_url: str, tmp_path: Path) -> None:
-    """With PROMETHEUS_MULTIPROC_DIR set, a worker process's counters show on an API process's
-    /metrics (as with `billing serve --workers N`: the worker runs in the parent)."""
+def test_multiprocess_mode_adds_up_every_api_process(db_url: str, tmp_path: Path) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR set, the HTTP series of every API process on the host show on
+    whichever process is scraped (as with `billing serve --workers N`)."""
     directory = tmp_path / "prometheus"
     directory.mkdir()
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory), "BILLING_DATABASE__URL": db_url}
     env["BILLING_AUTH__JWT_SECRET"] = "test-only-multiprocess-0123456789abcdef"
     env["BILLING_DATA_DIR"] = str(tmp_path)
-    worker = textwrap.dedent(
+    env["BILLING_LOG_LEVEL"] = "WARNING"
+    process = textwrap.dedent(
         """
-        from billing.services.metrics import record_pass
-        from billing.services.renewals import RenewalSummary
-        record_pass("renewals", RenewalSummary(claimed=5, renewed=4, inactive=1), 0.5)
-        """
-    )
-    api = textwrap.dedent(
-        """
+        import sys
         from litestar.testing import TestClient
         from api.app import create_app
         with TestClient(app=create_app()) as http:
-            response = http.get("/metrics")
-            assert response.status_code == 200, response.text
-            print(response.text)
+            assert http.get("/health").status_code == 200
+            if sys.argv[1] == "scrape":
+                response = http.get("/metrics")
+                assert response.status_code == 200, response.text
+                print(response.text)
         """
     )
-    for _ in range(2):  # two worker processes, each with its own pid
-        subprocess.run([sys.executable, "-c", worker], env=env, cwd=ROOT, check=True, timeout=120)
+    for _ in range(2):  # two API processes, each with its own pid, then a third is scraped
+        subprocess.run([sys.executable, "-c", process, "serve"], env=env, cwd=ROOT, check=True, timeout=120)
     scraped = subprocess.run(
-        [sys.executable, "-c", api],
+        [sys.executable, "-c", process, "scrape"],
         env=env,
         cwd=ROOT,
         check=True,
@@ -215,7 +214,6 @@ def test_multiprocess_mode_adds_up_every_process(db_url: str, tmp_path: Path) ->
         text=True,
     )
     samples = parse(scraped.stdout)
-    assert value(samples, "billing_renewals_total", outcome="renewed") == 8
-    assert value(samples, "billing_renewals_total", outcome="inactive") == 2
-    assert value(samples, "billing_pass_duration_seconds_count", **{"pass": "renewals"}) == 2
+    health = {"method": "GET", "path": "/health", "status_code": "200", "app_name": "billing"}
+    assert value(samples, "billing_http_requests_total", **health) == 3
     assert value(samples, "billing_database_up") == 1
