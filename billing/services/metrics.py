@@ -117,6 +117,8 @@ class Tally:
             self.inc("billing_renewals_total", 0, outcome)
         for outcome in _ONDEMAND_OUTCOMES:
             self.inc("billing_ondemand_items_total", 0, outcome)
+        for pass_name in ("renewals", "ondemand"):  # the passes that hold leases while charging
+            self.inc("billing_lease_losses_total", 0, pass_name)
 
     def inc(self, name: str, amount: float, *labels: str) -> None:
         series = self.counters.setdefault(name, {})

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from billing.processors.sandbox import SandboxProcessor
+from billing.services.metrics import METRIC_NAMES
 from billing.store.engine import transaction
 from billing.store.ids import new_id
 from billing.store.models import Charge, Subscription
@@ -142,6 +143,11 @@ async def test_renewal_pass_moves_the_gauges_and_counters(metrics_app: tuple[Any
     assert value(after, "billing_worker_last_pass_age_seconds", worker=worker) == 0
     # Renewals queue events; nothing dispatched them yet.
     assert value(after, "billing_events_undispatched") >= 3
+
+    # Every series the dashboard may use is exported (the 5xx counter appears with the first 5xx).
+    names = {name for name, _ in after}
+    for expected in METRIC_NAMES - {"billing_http_requests_error_total"}:
+        assert {expected, f"{expected}_count"} & names, expected
 
     # A second tick with nothing due: the runs counter moves, the renewals stay.
     await run_pass_once(runtime, worker)
