@@ -33,7 +33,11 @@ async def _status(settings: Settings) -> Status:
 def _ago(then: datetime | None, now: datetime) -> str:
     if then is None:
         return "never"
-    return f"{max(0.0, (now - then).total_seconds()):.0f}s ago"
+    seconds = max(0, int((now - then).total_seconds()))
+    for unit, size, up_to in (("s", 1, 120), ("m", 60, 120 * 60), ("h", 3600, 48 * 3600)):
+        if seconds < up_to:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds // 86400}d ago"
 
 
 def _last_tick(last_pass: dict[str, Any] | None) -> str:

@@ -175,3 +175,53 @@ def test_status_on_an_empty_database(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert result.exit_code == 1, result.output
     assert "NOT MIGRATED" in result.output
     assert "billing migrate" in result.output
+
+
+def example_status() -> tuple[Any, datetime]:
+    """The status docs/operations.md shows."""
+    from billing.services.operations import AGES, Backlog, Status
+    from billing.store.operations import Heartbeat
+
+    now = datetime(2026, 12, 2, 10, 39, 3, tzinfo=UTC)
+    worker = Heartbeat(
+        id="vm:25350",
+        host="vm",
+        pid=25350,
+        version="0.1.0",
+        started_at=now - timedelta(hours=2),
+        seen_at=now - timedelta(seconds=1),
+        last_pass={
+            "renewals": {"claimed": 40, "renewed": 38, "payment_failed": 2, "batches": 1},
+            "ondemand": {},
+        },
+        last_pass_at=now - timedelta(seconds=1),
+        counters=None,
+    )
+    open_rows = {"pending": dict.fromkeys(AGES, 0), "unknown": {**dict.fromkeys(AGES, 0), "0s": 1, "1m": 1}}
+    backlog = Backlog(
+        at=now,
+        subscriptions_due=12,
+        subscriptions_overdue=0,
+        overdue_after_seconds=5.0,
+        charges_open=open_rows,
+        refunds_open={"pending": dict.fromkeys(AGES, 0), "unknown": dict.fromkeys(AGES, 0)},
+        outbox={
+            "webhook_pending": 3,
+            "webhook_due": 1,
+            "email_pending": 0,
+            "email_due": 0,
+            "events_undispatched": 2,
+            "ondemand_queued": 0,
+            "inbound_deferred": 0,
+        },
+    )
+    return Status("ok", "0012", "0012", [worker], backlog), now
+
+
+def test_the_operations_guide_shows_what_billing_status_prints() -> None:
+    from billing.cli.status import render
+
+    status, now = example_status()
+    screen = render(status, database_kind="PostgreSQL", now=now)
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    assert f"$ billing status\n{screen}\n```" in guide
