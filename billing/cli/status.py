@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -20,9 +21,20 @@ from billing.domain.clock import SystemClock
 from billing.services.operations import SEEN_WITHIN, Status, read_status
 from billing.services.runtime import build_runtime
 from billing.settings import Settings
+from billing.store.migrations import head_revision
+
+
+def _missing_sqlite_file(settings: Settings) -> bool:
+    """A SQLite URL naming a file that does not exist (opening it would create an empty database)."""
+    if not settings.database.is_sqlite:
+        return False
+    path = settings.database.url.split("://", 1)[1].removeprefix("/").split("?", 1)[0]
+    return bool(path) and path != ":memory:" and not Path(path).exists()
 
 
 async def _status(settings: Settings) -> Status:
+    if _missing_sqlite_file(settings):
+        return Status("unreachable", None, head_revision(), [], None, error="no such SQLite file")
     runtime = build_runtime(settings, SystemClock(), processors={})
     try:
         return await read_status(runtime)

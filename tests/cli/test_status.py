@@ -151,7 +151,7 @@ def test_status_on_a_database_behind_this_version(cli_env: str) -> None:
 def test_status_when_the_database_is_unreachable(
     backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if backend == "sqlite":
+    if backend == "sqlite":  # a file that is not there is not created
         url = f"sqlite+aiosqlite:///{tmp_path}/no/such/dir/billing.db"
     else:  # nothing listens on port 1; the password must not show anywhere
         url = "postgresql+psycopg://billing:hunter2-not-shown@127.0.0.1:1/billing"
@@ -161,6 +161,7 @@ def test_status_when_the_database_is_unreachable(
     assert result.exit_code == 1, result.output
     assert "database  UNREACHABLE (" in result.output
     assert "hunter2" not in result.output
+    assert not (tmp_path / "no").exists()
     data = json.loads(_status("--json").output)
     assert data["ok"] is False
     assert data["database"] == "unreachable"
@@ -169,6 +170,7 @@ def test_status_when_the_database_is_unreachable(
 
 
 def test_status_on_an_empty_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "empty.db").touch()
     monkeypatch.setenv("BILLING_DATABASE__URL", f"sqlite+aiosqlite:///{tmp_path}/empty.db")
     monkeypatch.setenv("BILLING_DATA_DIR", str(tmp_path))
     result = _status()
