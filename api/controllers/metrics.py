@@ -21,7 +21,7 @@ from billing.services.runtime import Runtime
 HTTP_METRICS = PrometheusConfig(
     app_name="billing",
     prefix="billing_http",
-    group_path=True,  # the route template (/v1/subscriptions/{subscription_id:str}), not every id
+    group_path=True,  # the route template (/v1/subscriptions/{subscription_id}), not every id
     exclude=["^/metrics$"],
 )
 """Litestar's Prometheus middleware: requests, errors and latency by method, route template and status."""

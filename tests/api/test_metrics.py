@@ -164,6 +164,19 @@ async def test_metrics_is_not_a_merchant_route_nor_in_the_contract(metrics_app: 
     assert "/health" in document["paths"]
 
 
+async def test_http_series_are_labelled_by_route_template_and_status(metrics_app: tuple[Any, Any]) -> None:
+    _, http = metrics_app
+    for plan in ("plan_first", "plan_second"):  # no token: refused by the guard, 401
+        assert (await http.get(f"/v1/plans/{plan}/client/cli_x/detail")).status_code == 401
+    samples = await scrape(http)
+    template = "/v1/plans/{plan_id}/client/{client}/detail"
+    labels = {"method": "GET", "path": template, "status_code": "401", "app_name": "billing"}
+    assert value(samples, "billing_http_requests_total", **labels) >= 2
+    assert value(samples, "billing_http_request_duration_seconds_count", **labels) >= 2
+    assert not [key for key in samples if any("plan_first" in label for _, label in key[1])]
+    assert not [key for key in samples if ("path", "/metrics") in key[1]]  # the scrape itself is not counted
+
+
 async def test_bearer_token_when_configured(db_url: str, tmp_path: Path, clock: Any) -> None:
     settings = test_settings(db_url, tmp_path, metrics={"bearer_token": "scrape-secret-0123456789"})
     async with AsyncTestClient(app=create_app(settings, clock=clock), raise_server_exceptions=False) as http:
