@@ -19,7 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from billing.processors.sandbox import SandboxProcessor
-from billing.services.metrics import METRIC_NAMES
+from billing.services.metrics import METRIC_NAMES, record_pass, tally_of
+from billing.services.operations import record_heartbeat
+from billing.services.renewals import RenewalSummary
 from billing.store.engine import transaction
 from billing.store.ids import new_id
 from billing.store.models import Charge, Subscription
@@ -162,6 +164,38 @@ async def test_metrics_is_not_a_merchant_route_nor_in_the_contract(metrics_app: 
     document = (await http.get("/schema/openapi.json")).json()
     assert "/metrics" not in document["paths"]
     assert "/health" in document["paths"]
+
+
+async def test_every_workers_counters_show_on_any_api_process(
+    metrics_app: tuple[Any, Any], clock: Any
+) -> None:
+    """Two workers (other processes or hosts in production) report through their heartbeat rows."""
+    app, http = metrics_app
+    runtime = app.state.runtime
+    names = [f"host-{n}:{uuid.uuid4().hex[:6]}" for n in (1, 2)]
+    for n, name in enumerate(names, start=1):
+        record_pass(name, "renewals", RenewalSummary(claimed=n, renewed=n, lost_leases=n - 1), 0.2 * n)
+        tally = tally_of(name)
+        await record_heartbeat(runtime, name, started_at=clock.now(), last_pass={}, counters=tally.as_json())
+    samples = await scrape(http)
+    assert value(samples, "billing_workers_seen") == 2
+    for n, name in enumerate(names, start=1):
+        assert value(samples, "billing_renewals_total", worker=name, outcome="renewed") == n
+        assert value(samples, "billing_lease_losses_total", worker=name, **{"pass": "renewals"}) == n - 1
+    # 0.2 s and 0.4 s: both in the 0.5 s bucket, only the first in the 0.25 s one.
+    buckets = {"pass": "renewals"}
+    assert value(samples, "billing_pass_duration_seconds_bucket", worker=names[0], le="0.25", **buckets) == 1
+    assert value(samples, "billing_pass_duration_seconds_bucket", worker=names[1], le="0.25", **buckets) == 0
+    assert value(samples, "billing_pass_duration_seconds_bucket", worker=names[1], le="0.5", **buckets) == 1
+    assert value(samples, "billing_pass_duration_seconds_sum", worker=names[1], **buckets) == pytest.approx(
+        0.4
+    )
+
+    # A worker last seen 20 minutes ago is no longer exported.
+    clock.advance(timedelta(minutes=20))
+    later = await scrape(http)
+    assert value(later, "billing_workers_seen") == 0
+    assert not [key for key in later if key[0] == "billing_renewals_total"]
 
 
 async def test_http_series_are_labelled_by_route_template_and_status(metrics_app: tuple[Any, Any]) -> None:
