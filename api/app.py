@@ -17,6 +17,8 @@ from api.controllers import auth as auth_routes
 from api.controllers.charges import ChargesController
 from api.controllers.health import health
 from api.controllers.inbound import INBOUND_ROUTES
+from api.controllers.metrics import HTTP_METRICS
+from api.controllers.metrics import metrics as metrics_route
 from api.controllers.notifications import NotificationSettingsController, SubscriptionNotificationsController
 from api.controllers.payment_methods import PaymentMethodsController
 from api.controllers.plans import PlansController
@@ -80,8 +82,11 @@ def create_app(
         finally:
             await runtime.aclose()
 
+    handlers = _route_handlers()
+    if settings.metrics.enabled:
+        handlers.append(metrics_route)  # operators' scraper: no merchant token, not in the contract
     config = AppConfig(
-        route_handlers=[Router(path="/", route_handlers=_route_handlers())],
+        route_handlers=[Router(path="/", route_handlers=handlers)],
         dependencies={"runtime": Provide(provide_runtime), "merchant": Provide(provide_merchant)},
         # Order matters: the Idempotency-Key is claimed for the merchant authenticated first, and
         # only for input that passed the edge checks.
@@ -90,6 +95,8 @@ def create_app(
         openapi_config=openapi_config(__version__),
         # JSON bodies: exact decimals, bounded nesting, media type checked (api/requests.py).
         request_class=BillingRequest,
+        # Requests and latency by route template and status, for /metrics.
+        middleware=[HTTP_METRICS.middleware] if settings.metrics.enabled else [],
         lifespan=[runtime_lifespan, *extra_lifespans],
         request_max_body_size=settings.server.max_request_bytes,
         # Litestar's structlog integration with the engine's own chain (billing/logs.py): its

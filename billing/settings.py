@@ -303,6 +303,18 @@ class NotificationSettings(_Section):
     give_up_after_hours: float = Field(72.0, gt=0, le=30 * 24, description="Then the e-mail is abandoned")
 
 
+class MetricsSettings(_Section):
+    enabled: bool = Field(True, description="Serve GET /metrics (Prometheus text format)")
+    bearer_token: SecretStr | None = Field(
+        None, description="When set, /metrics answers only `Authorization: Bearer <token>`; unset: open"
+    )
+    overdue_after_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="A subscription due longer than this counts as overdue (unset: one worker interval)",
+    )
+
+
 class Settings(BaseSettings):
     """Every knob of the engine. See config/billing.toml for the commented defaults."""
 
@@ -330,6 +342,7 @@ class Settings(BaseSettings):
     settlement: SettlementSettings = SettlementSettings()
     inbound: InboundSettings = InboundSettings()
     notifications: NotificationSettings = NotificationSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @model_validator(mode="after")
     def _database_in_data_dir(self) -> Settings:

@@ -11,6 +11,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
@@ -23,9 +24,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 from billing.services.enrolment import run_recovery
 from billing.services.idempotency import purge_pass as purge_idempotency_records
 from billing.services.inbound import run_deferred_notifications
+from billing.services.metrics import record_pass, tally_of
 from billing.services.notifications import Mailer, run_expiring_cards
 from billing.services.notifications.sending import purge_pass as purge_notifications
 from billing.services.ondemand import run_ondemand
+from billing.services.operations import record_heartbeat
 from billing.services.pass_control import stop_when
 from billing.services.refunds import run_refund_reconciliation
 from billing.services.renewals import run_reconciliation, run_renewals
@@ -69,17 +72,47 @@ def registered_passes() -> list[tuple[str, Pass]]:
 
 
 async def run_pass_once(runtime: Runtime, identity: str | None = None) -> dict[str, Any]:
-    """Run every pass once; each pass's failure is logged and does not stop the others."""
+    """Run every pass once; each pass's failure is logged and does not stop the others.
+
+    Each pass is counted in this worker's tally (`billing.services.metrics.record_pass`: duration,
+    outcome, what it did), and the worker's heartbeat row is written before the passes and again
+    after, with the tick's counts and the tally (which /metrics exports).
+    """
     identity = identity or worker_identity()
+    tally = tally_of(identity)
+    if tally.started_at is None:
+        tally.started_at = runtime.clock.now()
+    await record_heartbeat(runtime, identity, started_at=tally.started_at, counters=tally.as_json())
     results: dict[str, Any] = {}
+    counts: dict[str, Any] = {}
     for name, run in registered_passes():
+        started = time.perf_counter()
         with pass_context(name):
             try:
                 results[name] = await run(runtime, identity)
             except Exception:
                 log.exception("pass failed")
                 results[name] = None
+                record_pass(identity, name, None, time.perf_counter() - started, failed=True)
+                counts[name] = None
+            else:
+                counts[name] = record_pass(identity, name, results[name], time.perf_counter() - started)
+    await record_heartbeat(
+        runtime, identity, started_at=tally.started_at, last_pass=counts, counters=tally.as_json()
+    )
     return results
+
+
+async def timed_round(identity: str, name: str, round_: Callable[[], Awaitable[int]]) -> int:
+    """Run one delivery or e-mail round and count it like a pass (written with the next heartbeat)."""
+    started = time.perf_counter()
+    try:
+        result = await round_()
+    except Exception:
+        record_pass(identity, name, None, time.perf_counter() - started, failed=True)
+        raise
+    record_pass(identity, name, result, time.perf_counter() - started)
+    return result
 
 
 def _every(
@@ -125,7 +158,7 @@ async def scheduler_running(runtime: Runtime, identity: str | None = None) -> As
             return
         with pass_context("webhooks"):
             try:
-                await deliverer.round()
+                await timed_round(identity, "webhook-deliveries", deliverer.round)
             except Exception:
                 log.exception("webhook round failed")
 
@@ -139,7 +172,7 @@ async def scheduler_running(runtime: Runtime, identity: str | None = None) -> As
             return
         try:
             with pass_context("notifications"):
-                await mailer.round()
+                await timed_round(identity, "emails", mailer.round)
             if (today := runtime.clock.now().date()) != last_card_pass[0]:
                 last_card_pass[0] = today
                 with pass_context("expiring-cards"):

@@ -6,7 +6,7 @@ pending rows: they stay as small as the backlog while delivered rows accumulate,
 ORDER BY ... LIMIT reads the first rows of the index instead of sorting every pending row.
 
 Revision ID: 0014
-Revises: 0010
+Revises: 0012
 Create Date: 2026-12-02 11:10:00
 
 """
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0014'
-down_revision: Union[str, None] = '0010'
+down_revision: Union[str, None] = '0012'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

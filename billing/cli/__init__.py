@@ -28,6 +28,7 @@ COMMANDS = {
     "settlements": "billing.cli.settlements:settlements_group",
     "webhooks": "billing.cli.webhooks:webhooks_group",
     "notifications": "billing.cli.notifications:notifications_group",
+    "status": "billing.cli.status:status",
 }
 
 

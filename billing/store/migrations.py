@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 from alembic import command
 
@@ -31,3 +32,8 @@ def upgrade(sync_url: str, revision: str = "head") -> None:
 
 def downgrade(sync_url: str, revision: str) -> None:
     command.downgrade(alembic_config(sync_url), revision)
+
+
+def head_revision() -> str | None:
+    """The newest revision of this package's migrations (what `billing migrate` upgrades to)."""
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()

@@ -539,6 +539,24 @@ class InboundNotification(SQLModel, table=True):
     detail: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn)
 
 
+class WorkerHeartbeat(SQLModel, table=True):
+    """One row per worker process, written on every tick: `billing status` and /metrics read who
+    ran lately (`seen_at`), what its last tick did (`last_pass`: counts per pass) and its counters."""
+
+    __tablename__ = "worker_heartbeat"
+
+    id: str = Field(primary_key=True, max_length=200)  # the worker's lease identity (host:pid)
+    host: str = Field(max_length=255)
+    pid: int
+    version: str = Field(max_length=32)
+    started_at: datetime
+    seen_at: datetime = Field(index=True)
+    last_pass: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn)
+    last_pass_at: datetime | None = None
+    # The worker's counters and pass-duration histograms since it started (billing.services.metrics).
+    counters: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn)
+
+
 ALL_TABLES = [
     Client,
     SigningKey,
@@ -560,4 +578,5 @@ ALL_TABLES = [
     Notification,
     NotificationSetting,
     InboundNotification,
+    WorkerHeartbeat,
 ]

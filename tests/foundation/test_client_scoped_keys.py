@@ -24,6 +24,7 @@ NOT_CLIENT_OWNED = {
     "client": "the clients themselves: a reference table, copied to every node",
     "inbound_notification": "processor and settlement notices, deduplicated before their client is known",
     "alembic_version": "the migration bookkeeping",
+    "worker_heartbeat": "one row per worker process of the engine (docs/operations.md)",
 }
 
 # Primary keys that are still the bare surrogate `id`. The unique keys are client-scoped; turning
