@@ -327,3 +327,20 @@ async def test_pages_stay_out_of_the_openapi_document(client: Any) -> None:
     assert not [path for path in document["paths"] if path.startswith("/pay")]
     created = document["components"]["schemas"]["TransactionOut"]["properties"]
     assert {"planUid", "returnUrl", "expiresAt", "URL"} <= set(created)
+
+
+def test_both_locales_have_every_text() -> None:
+    from api.controllers.payment_pages import texts
+
+    assert set(texts()) == {"es", "en"}
+    assert set(texts()["es"]) == set(texts()["en"])
+
+
+def test_the_docs_show_the_page() -> None:
+    from tests.api.test_payment_pages_browser import png_width
+    from tests.conftest import ROOT
+
+    doc = (ROOT / "docs" / "payment-links.md").read_text()
+    for name, width in (("payment-link.png", 1280), ("payment-link-360.png", 360)):
+        assert f"img/{name}" in doc
+        assert png_width(ROOT / "docs" / "img" / name) == width
