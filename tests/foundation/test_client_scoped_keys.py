@@ -24,6 +24,7 @@ NOT_CLIENT_OWNED = {
     "client": "the clients themselves: a reference table, copied to every node",
     "inbound_notification": "processor and settlement notices, deduplicated before their client is known",
     "alembic_version": "the migration bookkeeping",
+    "payment_link_attempt": "cards submitted per IP address on payment links, counted across every client",
 }
 
 # Primary keys that are still the bare surrogate `id`. The unique keys are client-scoped; turning
