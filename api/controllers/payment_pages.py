@@ -138,7 +138,10 @@ async def submit_link(
         if exc.code in _GONE_REASONS or exc.name == "PROCESSOR_NOT_FOUND":
             return _gone(exc)
         # A refused card or a typing mistake: the form again, its card fields empty.
-        page = await payment_links.open_link(runtime, reference)
+        try:
+            page = await payment_links.open_link(runtime, reference)
+        except BillingError as gone:  # used or locked meanwhile by another tab
+            return _gone(gone)
         email = form.email.strip()
         fields = exc.data.get("fields")
         if isinstance(fields, dict):

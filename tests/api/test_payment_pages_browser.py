@@ -170,6 +170,7 @@ async def test_a_cardholder_subscribes_with_the_keyboard(
         await page.keyboard.press("Enter")
 
     subscription_id = (await page.inner_text("#subscription-id")).strip()
+    await page.screenshot(path=str(ARTIFACTS / f"receipt-{backend}-360.png"), full_page=True)
     assert "4242" in await page.inner_text("#card-last4")
     assert await page.inner_text("#next-renewal")
     back = await page.get_attribute("#return", "href")
