@@ -344,3 +344,19 @@ def test_the_docs_show_the_page() -> None:
     for name, width in (("payment-link.png", 1280), ("payment-link-360.png", 360)):
         assert f"img/{name}" in doc
         assert png_width(ROOT / "docs" / "img" / name) == width
+
+
+async def test_the_csrf_cookie_is_secure_behind_https(db_url: str, tmp_path: Any, clock: Any) -> None:
+    from litestar.testing import AsyncTestClient
+
+    from api.app import create_app
+
+    https = test_settings(db_url, tmp_path, server={"public_url": "https://pay.example.test"})
+    async with AsyncTestClient(app=create_app(https, clock=clock)) as http:
+        response = await http.get("/pay/TRX-0000-0000")
+
+    assert response.status_code == 404
+    cookie = response.headers["set-cookie"].lower()
+    assert "paylink_csrf=" in cookie
+    assert "secure" in cookie
+    assert "path=/pay" in cookie

@@ -28,7 +28,9 @@ async def rows(runtime: Runtime) -> list[PaymentLinkAttempt]:
         return list((await session.exec(select(PaymentLinkAttempt))).all())
 
 
-async def test_an_address_is_limited_per_window_and_never_stored(service_runtime: Runtime, clock: Any) -> None:
+async def test_an_address_is_limited_per_window_and_never_stored(
+    service_runtime: Runtime, clock: Any
+) -> None:
     await admit_attempt(service_runtime, address="203.0.113.7", trx_id="trx_a")
     await admit_attempt(service_runtime, address="203.0.113.7", trx_id="trx_b")
 
