@@ -50,7 +50,14 @@ def port() -> int:
 
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path, port: int) -> Any:
-    return test_settings(db_url, tmp_path, server={"public_url": f"http://127.0.0.1:{port}"})
+    # The receipt's automatic return waits 10 minutes here, so it never moves the page under a test
+    # that is still reading the receipt (its 5-second default is checked over HTTP).
+    return test_settings(
+        db_url,
+        tmp_path,
+        server={"public_url": f"http://127.0.0.1:{port}"},
+        payment_links={"return_after_seconds": 600},
+    )
 
 
 @pytest.fixture

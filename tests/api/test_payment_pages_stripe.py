@@ -6,28 +6,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import httpx
 import pytest
 
-from api.app import create_app
-from billing.processors.sandbox import SandboxProcessor
-from billing.processors.stripe import StripeProcessor
 from tests.api.conftest import create_plan, data_of
 from tests.api.test_payment_pages import card_form, link, submit, text_of
-from tests.processors.conftest import TEST_KEY, localstripe_admin, localstripe_url
 
-__all__ = ["localstripe_admin", "localstripe_url"]  # fixtures used by name below
+# The API with both processors, `stripe` talking to localstripe (fixtures used by name below).
+from tests.api.test_stripe_enrolment import app, localstripe_admin, localstripe_url
+
+__all__ = ["app", "localstripe_admin", "localstripe_url"]
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def app(settings: Any, clock: Any, localstripe_url: str, localstripe_admin: httpx.Client) -> Any:
-    processors = {
-        "sandbox": SandboxProcessor(clock=clock),
-        "stripe": StripeProcessor(TEST_KEY, base_url=localstripe_url, localstripe=True),
-    }
-    return create_app(settings, clock=clock, processors=processors)
 
 
 async def processor_of(merchant: Any, receipt: Any) -> str:
