@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Request, Router
 from litestar.config.app import AppConfig
 from litestar.di import Provide
 from litestar.logging.config import StructLoggingConfig
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.routes import HTTPRoute
+from litestar.template.config import TemplateConfig
 
 from api.auth import authenticate_request, provide_merchant
 from api.controllers import auth as auth_routes
@@ -21,6 +24,7 @@ from api.controllers.metrics import HTTP_METRICS
 from api.controllers.metrics import metrics as metrics_route
 from api.controllers.notifications import NotificationSettingsController, SubscriptionNotificationsController
 from api.controllers.payment_methods import PaymentMethodsController
+from api.controllers.payment_pages import PAYMENT_PAGES
 from api.controllers.plans import PlansController
 from api.controllers.refunds import ChargeRefundsController
 from api.controllers.sandbox import SandboxClockController
@@ -41,6 +45,8 @@ from billing.logs import structlog_settings
 from billing.services.runtime import Runtime, build_runtime
 from billing.settings import Settings, load_settings
 
+TEMPLATES = Path(__file__).with_name("templates")
+
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
 
 
@@ -54,6 +60,7 @@ def _route_handlers() -> list[Any]:
     handlers += [WebhookEndpointsController, EventsController]
     handlers += INBOUND_ROUTES
     handlers += [NotificationSettingsController, SubscriptionNotificationsController]
+    handlers.append(PAYMENT_PAGES)
     return handlers
 
 
@@ -93,6 +100,8 @@ def create_app(
         guards=[authenticate_request, refuse_unsafe_input, claim_idempotency_key],
         exception_handlers={**EXCEPTION_HANDLERS, **IDEMPOTENCY_EXCEPTION_HANDLERS},
         openapi_config=openapi_config(__version__),
+        # The payment pages (api/controllers/payment_pages.py); Jinja2 escapes every value.
+        template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
         # JSON bodies: exact decimals, bounded nesting, media type checked (api/requests.py).
         request_class=BillingRequest,
         # Requests and latency by route template and status, for /metrics.

@@ -315,6 +315,27 @@ class MetricsSettings(_Section):
     )
 
 
+class PaymentLinkSettings(_Section):
+    """The hosted enrolment page (`/pay/{reference}`, docs/payment-links.md).
+
+    The link's address is `server.public_url` + `/pay/{reference}`.
+    """
+
+    expires_after_hours: float = Field(
+        7 * 24.0, gt=0, le=366 * 24, description="A new link works this long (default 7 days)"
+    )
+    max_declines: int = Field(
+        5, ge=1, le=100, description="Declined cards after which a link locks (card testing stops there)"
+    )
+    ip_attempts: int = Field(
+        20, ge=1, le=10_000, description="Cards one IP address may submit, on any link, per window"
+    )
+    ip_window_minutes: int = Field(60, ge=1, le=7 * 24 * 60, description="The per-IP limit's window")
+    return_after_seconds: int = Field(
+        5, ge=0, le=600, description="The receipt sends the cardholder to returnUrl after this long"
+    )
+
+
 class Settings(BaseSettings):
     """Every knob of the engine. See config/billing.toml for the commented defaults."""
 
@@ -343,6 +364,7 @@ class Settings(BaseSettings):
     inbound: InboundSettings = InboundSettings()
     notifications: NotificationSettings = NotificationSettings()
     metrics: MetricsSettings = MetricsSettings()
+    payment_links: PaymentLinkSettings = PaymentLinkSettings()
 
     @model_validator(mode="after")
     def _database_in_data_dir(self) -> Settings:

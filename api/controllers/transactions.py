@@ -6,6 +6,7 @@ the app-wide guard asks for the Bearer token and the request signature (api/auth
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from litestar import post
@@ -26,7 +27,7 @@ from billing.services.transactions import TransactionRequest
     operation_id="CreateTransaction",
     tags=["transactions"],
     status_code=201,
-    responses=responses(201, TransactionOut, "Transaction created", 403, 409),
+    responses=responses(201, TransactionOut, "Transaction created", 403, 404, 409),
 )
 async def create_transaction(
     runtime: NamedDependency[Runtime],
@@ -35,9 +36,12 @@ async def create_transaction(
 ) -> dict[str, Any]:
     """Create the transaction a card is verified against: `{uid, reference, URL}` and its details.
 
-    The amount is what verify-card pre-authorizes (and releases). `URL` is null: this engine has
-    no hosted page; enrol with `POST /v1/subscriptions/verify-card`.
-    Errors: 7000 missing/bad field, 7001, 7002, 7016, 7006 `externalId` already used, 7605.
+    The amount is what verify-card pre-authorizes (and releases). `URL` is the payment link, the
+    engine's hosted enrolment page to send to the cardholder: with `planUid` it enrols the
+    cardholder in that plan, without it it verifies and saves the card; either way it runs
+    verify-card, which you may also call yourself with card data you collected.
+    Errors: 7000 missing/bad field, 7001, 7002, 7016, 7006 `externalId` already used, 7040 unknown
+    `planUid`, 7800 bad `returnUrl`, 7605.
     """
     ensure_same_client(merchant, data.client_id, field="clientId")
     ensure_same_client(merchant, data.client, field="client")
@@ -47,9 +51,17 @@ async def create_transaction(
         user_id=data.user_id,
         external_id=data.external_id,
         channel=data.channel,
+        plan_id=data.plan_uid,
+        return_url=data.return_url,
     )
+    settings = runtime.settings
     async with runtime.sessions() as session, session.begin():
         trx = await transactions.create_transaction(
-            session, client_id=merchant.id, request=request, now=clock_of(runtime, merchant).now()
+            session,
+            client_id=merchant.id,
+            request=request,
+            now=clock_of(runtime, merchant).now(),
+            real_now=runtime.clock.now(),
+            link_lifetime=timedelta(hours=settings.payment_links.expires_after_hours),
         )
-    return render(transaction_out(trx), "Transaction created")
+    return render(transaction_out(trx, settings.public_url), "Transaction created")

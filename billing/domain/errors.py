@@ -70,6 +70,14 @@ ErrorName = Literal[
     "IDEMPOTENCY_IN_PROGRESS",
     "RATE_LIMITED",
     "AUTH_RATE_LIMITED",
+    "INVALID_RETURN_URL",
+    "PAYMENT_LINK_NOT_FOUND",
+    "PAYMENT_LINK_USED",
+    "PAYMENT_LINK_EXPIRED",
+    "PAYMENT_LINK_LOCKED",
+    "PAYMENT_LINK_TOO_MANY_ATTEMPTS",
+    "PAYMENT_LINK_FORM_EXPIRED",
+    "PAYMENT_LINK_IN_PROGRESS",
 ]
 """Every catalog name; mypy refuses `BillingError("...")` with a name that is not one of these."""
 
@@ -196,6 +204,26 @@ _ROWS: tuple[ErrorSpec, ...] = (
         429,
         "Too many login or refresh attempts; retry after Retry-After seconds.",
     ),
+    # Payment links: the hosted enrolment page (78xx)
+    ErrorSpec(
+        "7800",
+        "INVALID_RETURN_URL",
+        400,
+        "returnUrl must be an absolute https URL (sandbox clients may also use http).",
+    ),
+    ErrorSpec("7801", "PAYMENT_LINK_NOT_FOUND", 404, "Payment link not found."),
+    ErrorSpec("7802", "PAYMENT_LINK_USED", 410, "This payment link was already used."),
+    ErrorSpec("7803", "PAYMENT_LINK_EXPIRED", 410, "This payment link has expired."),
+    ErrorSpec(
+        "7804", "PAYMENT_LINK_LOCKED", 410, "This payment link is locked after too many declined cards."
+    ),
+    ErrorSpec(
+        "7805", "PAYMENT_LINK_TOO_MANY_ATTEMPTS", 429, "Too many card attempts from this address; try later."
+    ),
+    ErrorSpec(
+        "7806", "PAYMENT_LINK_FORM_EXPIRED", 403, "The form expired or was not sent from its page; reload it."
+    ),
+    ErrorSpec("7807", "PAYMENT_LINK_IN_PROGRESS", 409, "A payment on this link is still being confirmed."),
 )
 
 CATALOG: dict[str, ErrorSpec] = {row.code: row for row in _ROWS}

@@ -141,10 +141,19 @@ class Plan(SQLModel, table=True):
 
 
 class Transaction(SQLModel, table=True):
-    """The originating transaction an enrolment is verified against."""
+    """The originating transaction an enrolment is verified against, and its payment link.
+
+    The link (`/pay/{reference}`) enrols in `plan_id` when set, else verifies and saves the card;
+    it works until `link_expires_at` (None: created before links existed, never open) and locks
+    once `link_declines` reaches the configured limit.
+    """
 
     __tablename__ = "transaction"
-    __table_args__ = (sa.UniqueConstraint("client_id", "external_id"),)
+    __table_args__ = (
+        sa.UniqueConstraint("client_id", "external_id"),
+        # The payment page finds its transaction by reference alone (the link carries no client).
+        sa.Index("ix_transaction_reference", "reference"),
+    )
 
     id: str = Field(primary_key=True, max_length=ID)
     client_id: str = Field(foreign_key="client.id", index=True, max_length=ID)
@@ -154,8 +163,32 @@ class Transaction(SQLModel, table=True):
     external_id: str | None = Field(default=None, max_length=200)
     reference: str = Field(max_length=64)
     channel: str | None = Field(default=None, max_length=32)
-    status: str = Field(default="created", max_length=16)  # created | used
+    status: str = Field(default="created", max_length=16)  # created | enrolling | used
     created_at: datetime
+    plan_id: str | None = Field(default=None, max_length=ID)
+    return_url: str | None = Field(default=None, max_length=2000)
+    link_expires_at: datetime | None = None
+    link_declines: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+
+
+class PaymentLinkAttempt(SQLModel, table=True):
+    """One card submitted on a payment page, kept for the per-IP attempt limit.
+
+    Engine-wide rather than per client: a card-testing run moves from one merchant's link to
+    another's. `ip_key` is a keyed hash of the address, never the address itself. Rows older than
+    the limit's window are deleted as new ones arrive.
+    """
+
+    __tablename__ = "payment_link_attempt"
+    __table_args__ = (
+        sa.Index("ix_payment_link_attempt_ip", "ip_key", "attempted_at"),
+        sa.Index("ix_payment_link_attempt_at", "attempted_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    ip_key: str = Field(max_length=64)
+    trx_id: str = Field(max_length=ID)
+    attempted_at: datetime
 
 
 class PaymentMethod(SQLModel, table=True):
@@ -579,4 +612,5 @@ ALL_TABLES = [
     NotificationSetting,
     InboundNotification,
     WorkerHeartbeat,
+    PaymentLinkAttempt,
 ]

@@ -35,6 +35,9 @@ CSV_UPLOAD = "/v1/subscriptions/charges/upload-csv"
 NO_RESOURCE_ID_ROUTES = {
     "/schema/{path:str}": "OpenAPI documentation assets: public, no tenant data",
     "/schema/assets/{name:str}": "Swagger UI files from the installed package: public, no tenant data",
+    "/pay/{reference:str}": "a cardholder's payment link: public by design, its reference is the capability "
+    "(tests/api/test_payment_pages.py)",
+    "/pay/assets/{name:str}": "the payment page's style sheet and script: public, no tenant data",
 }
 
 # Names that carry the tenant itself: filled with the requester's own id in the 404 sweep and

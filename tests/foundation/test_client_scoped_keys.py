@@ -25,6 +25,7 @@ NOT_CLIENT_OWNED = {
     "inbound_notification": "processor and settlement notices, deduplicated before their client is known",
     "alembic_version": "the migration bookkeeping",
     "worker_heartbeat": "one row per worker process of the engine (docs/operations.md)",
+    "payment_link_attempt": "cards submitted per IP address on payment links, counted across every client",
 }
 
 # Primary keys that are still the bare surrogate `id`. The unique keys are client-scoped; turning
