@@ -282,7 +282,7 @@ def cpu_ms(pid: int) -> float:
 
 class Merchant:
     def __init__(self, base: str, seeded: Seeded) -> None:
-        from billing.services.auth import canonical_request, sign
+        from billing.domain.signatures import canonical_request, sign
 
         self.base = base
         self.seeded = seeded

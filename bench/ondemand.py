@@ -191,7 +191,7 @@ def time_intake(
     import httpx
     import msgspec
 
-    from billing.services.auth import canonical_request, sign
+    from billing.domain.signatures import canonical_request, sign
 
     encoder = msgspec.json.Encoder(decimal_format="number")
     timings: list[float] = []

@@ -227,7 +227,7 @@ class Merchant:
         self._signed: set[bytes] = set()
 
     def sign(self, message: bytes) -> str:
-        from billing.services.auth import sign
+        from billing.domain.signatures import sign
 
         return sign(self.private_key_pem, message)
 
@@ -264,7 +264,7 @@ class Merchant:
         scheme: str | None = None,
     ) -> dict[str, str]:
         """X-Timestamp, X-Signature (and X-Signature-Version for v2) for this exact request."""
-        from billing.services.auth import canonical_request
+        from billing.domain.signatures import canonical_request
 
         scheme = scheme or self.scheme
         ts, message = self._fresh_timestamp(

@@ -2,7 +2,7 @@
 
 ``signed_headers`` is used by every client outside the in-process ``Merchant`` helper (the
 generated client, the schemathesis run). It signs the v2 canonical request (timestamp, method,
-path with query, Idempotency-Key, body) through ``billing.services.auth.canonical_request``. Each signed message is accepted once by the engine, so two identical writes in the
+path with query, Idempotency-Key, body) through ``billing.domain.signatures.canonical_request``. Each signed message is accepted once by the engine, so two identical writes in the
 same second must not carry the same timestamp: ``Signer`` steps the timestamp back a second
 when the message it is about to sign was already signed.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from billing.services.auth import canonical_request, sign
+from billing.domain.signatures import canonical_request, sign
 
 
 class Signer:

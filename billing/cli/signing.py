@@ -14,8 +14,8 @@ from typing import BinaryIO
 import click
 
 from billing.domain.errors import BillingError
-from billing.services.auth import canonical_request
-from billing.services.auth import sign as ed25519_sign
+from billing.domain.signatures import canonical_request
+from billing.domain.signatures import sign as ed25519_sign
 
 
 def _load_private_key(path: Path) -> str:

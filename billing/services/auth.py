@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from billing.domain.clock import Clock
 from billing.domain.errors import BillingError
+from billing.domain.signatures import canonical_request
 from billing.settings import AuthSettings
 from billing.store import clients as store
 from billing.store.engine import Session
@@ -109,14 +110,6 @@ def parse_public_key(text: str) -> str:
         raise BillingError(
             "CHECK_PARAMETERS", message="The public key must be an Ed25519 key (PEM or base64 of 32 bytes)."
         ) from exc
-
-
-def sign(private_key_pem: str, message: bytes) -> str:
-    """Base64 Ed25519 signature of ``message`` (what merchants compute; used by `billing sign`)."""
-    private = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
-    if not isinstance(private, Ed25519PrivateKey):
-        raise BillingError("CHECK_PARAMETERS", message="The private key must be an Ed25519 key.")
-    return base64.b64encode(private.sign(message)).decode()
 
 
 async def create_client(
@@ -280,20 +273,6 @@ class AcceptedSignature:
 
     digest: str
     expires_at: datetime
-
-
-def canonical_request(
-    scheme: str, *, timestamp: str, method: str, target: str, idempotency_key: str | None, body: bytes
-) -> bytes:
-    """The bytes a request signature covers.
-
-    v2: ``"v2\n{timestamp}\n{METHOD}\n{path?query}\n{Idempotency-Key or empty}\n"`` + body.
-    v1 (Migo's form, sandbox only): ``"{timestamp}." + body``; it does not bind the route.
-    """
-    if scheme == "v1":
-        return timestamp.encode() + b"." + body
-    head = "\n".join(("v2", timestamp, method.upper(), target, idempotency_key or ""))
-    return head.encode() + b"\n" + body
 
 
 def _check_timestamp(raw: str | int | None, now: datetime, tolerance: int) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from billing.services.auth import sign
+from billing.domain.signatures import sign
 from tests.conftest import BACKENDS, _truncate_all
 from tests.live_engine import running_engine
 from tests.signing import Signer

@@ -45,7 +45,7 @@ _logins: dict[str, int] = {}
 
 
 async def login_status(client: Any, clock: Any, client_id: str, private_key_pem: str) -> tuple[int, str]:
-    from billing.services.auth import sign
+    from billing.domain.signatures import sign
 
     # A login signature is accepted once and the test clock stands still: a fresh timestamp per login.
     _logins[client_id] = _logins.get(client_id, 0) + 1

@@ -53,7 +53,7 @@ class LiveEngine:
 
     def plans(self) -> list[dict[str, object]]:
         """The client's plans, read through the API with a fresh login."""
-        from billing.services.auth import sign
+        from billing.domain.signatures import sign
 
         # A login signature is accepted once; the example may have logged in this very second.
         for back in range(30):

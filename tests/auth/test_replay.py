@@ -36,7 +36,7 @@ def captured(
             body, method=method, target=target, idempotency_key=key, scheme=scheme
         )
     else:
-        from billing.services.auth import canonical_request
+        from billing.domain.signatures import canonical_request
 
         scheme = scheme or merchant.scheme
         message = canonical_request(

@@ -43,7 +43,7 @@ async def _new_client(db_url: str) -> tuple[str, str]:
 
 @pytest.mark.slow
 async def test_concurrent_replays_on_two_api_processes_run_once(db_url: str, tmp_path: Path) -> None:
-    from billing.services.auth import canonical_request, sign
+    from billing.domain.signatures import canonical_request, sign
 
     client_id, pem = await _new_client(db_url)
     env = {

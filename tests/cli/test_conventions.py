@@ -122,3 +122,18 @@ def test_commands_that_print_results_print_json(home: Path) -> None:
     assert policy["timeline"][0]["at"] == "2026-01-01T00:00:00+00:00"
     renewals = _json(_invoke("renewals", "run", "--json"))
     assert renewals["claimed"] == 0
+
+
+def test_sign_and_version_load_neither_the_store_nor_the_api() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from click.testing import CliRunner; from billing.cli import cli; "
+        "CliRunner().invoke(cli, ['--version']); CliRunner().invoke(cli, ['sign', '--help']); "
+        "print(sorted(m for m in ('sqlalchemy', 'litestar', 'api.app', 'billing.store.models') if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert loaded.stdout.strip() == "[]"

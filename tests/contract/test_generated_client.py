@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from billing.services.auth import sign
+from billing.domain.signatures import sign
 from tests.contract.conftest import LiveEngine, PublishedSchemas
 from tests.signing import Signer
 from tests.webhook_receiver import Receiver

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from billing.services.auth import sign
+from billing.domain.signatures import sign
 from tests.contract.conftest import LiveEngine
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -33,7 +33,7 @@ def _charges_file() -> bytes:
 
 @pytest.mark.slow
 def test_health_answers_during_a_large_upload(db_url: str, tmp_path: Path) -> None:
-    from billing.services.auth import canonical_request, sign
+    from billing.domain.signatures import canonical_request, sign
 
     content = _charges_file()
     assert len(content) > 9 * 1024 * 1024
