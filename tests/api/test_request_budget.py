@@ -54,12 +54,13 @@ def counting(runtime: Any) -> Iterator[Usage]:
 BUDGET = {
     # client and token family (one statement), subscription, plan, the cards behind it (one join)
     "GET subscription detail": (1, 4),
-    # + signing keys, the used signature, and the insert in a savepoint
-    "POST /transactions": (1, 6),
+    # + signing keys, the used signature, the payment link's reference checked unused (references
+    # are short enough to type, so a draw may repeat; migration 0011), and the insert in a savepoint
+    "POST /transactions": (1, 7),
     # the two requests of an enrolment; verify-card runs the enrolment's own transactions (the
     # pending charge is committed before the processor call): 1 checkout and 33 statements, one
     # of them attaching the verified card to the new subscription (fallback cards, migration 0010)
-    "POST /transactions + verify-card": (2, 39),
+    "POST /transactions + verify-card": (2, 40),
 }
 
 
