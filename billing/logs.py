@@ -276,7 +276,13 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "auto", stream: IO[s
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("uvicorn.access", "apscheduler.executors.default", "apscheduler.scheduler"):
+    # Alembic announces its plugins on every start of a migrating command; its upgrade lines stay.
+    for noisy in (
+        "uvicorn.access",
+        "apscheduler.executors.default",
+        "apscheduler.scheduler",
+        "alembic.runtime.plugins",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # The SQLite driver's DEBUG lines repeat every statement with its parameters (a webhook
     # secret, a client's e-mail) from its own thread, outside any request: never wanted.
