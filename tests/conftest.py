@@ -135,6 +135,28 @@ def clock(start_time: datetime) -> Any:
     return FixedClock(start_time)
 
 
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path, prefix: str) -> Iterator[str]:
+    """Yield the sync URL of an empty database of its own (for tests that migrate from an older revision):
+    a SQLite file, or a PostgreSQL database next to the session's, dropped afterwards."""
+    from billing.settings import DatabaseSettings
+
+    if request.param == "sqlite":
+        yield DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path}/{prefix}.db").sync_url
+        return
+    base_url: str = request.getfixturevalue("postgres_database")
+    base, _, _name = _libpq(base_url).rpartition("/")
+    name = f"{prefix}_{os.getpid()}"
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(drop)
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield DatabaseSettings(url=f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}").sync_url
+    finally:
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+            admin.execute(drop)
+
+
 def test_settings(db_url: str, tmp_path: Path, **sections: Any) -> Any:
     """The settings of a test's app: its database, a fresh JWT secret, no worker; `sections` add more."""
     from billing.settings import load_settings

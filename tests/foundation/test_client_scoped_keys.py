@@ -7,17 +7,15 @@ or key that forgets `client_id` fails here, not on the day the database is distr
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
-from billing.settings import DatabaseSettings
 from billing.store.migrations import downgrade, upgrade
+from tests.conftest import empty_database
 
 # Tables that belong to no client, and why (docs/scaling.md: reference or coordinator-local tables).
 NOT_CLIENT_OWNED = {
@@ -98,20 +96,7 @@ def test_every_key_of_a_client_owned_table_includes_client_id(postgres_database:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def scratch_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database of its own (this test migrates down and up again)."""
-    if request.param == "sqlite":
-        yield DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path}/keys.db").sync_url
-        return
-    base_url: str = request.getfixturevalue("postgres_database")
-    base, _, _name = _libpq(base_url).rpartition("/")
-    name = f"keys_{os.getpid()}"
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield DatabaseSettings(url=f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}").sync_url
-    finally:
-        with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    yield from empty_database(request, tmp_path, "keys")
 
 
 def test_the_migration_fills_the_new_client_columns_and_goes_back(scratch_url: str) -> None:

@@ -8,20 +8,16 @@ the same order, and the downgrade must go back cleanly.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import sqlalchemy as sa
-from psycopg import sql
 
-from billing.settings import DatabaseSettings
 from billing.store.migrations import downgrade, upgrade
-from tests.conftest import BACKENDS
+from tests.conftest import BACKENDS, empty_database
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -33,20 +29,7 @@ def _libpq(url: str) -> str:
 @pytest.fixture(params=BACKENDS)
 def scratch_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database of its own (the migration runs from an older revision)."""
-    if request.param == "sqlite":
-        yield DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path}/fallbacks.db").sync_url
-        return
-    base_url: str = request.getfixturevalue("postgres_database")
-    base, _, _name = _libpq(base_url).rpartition("/")
-    name = f"fallbacks_{os.getpid()}"
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield DatabaseSettings(url=f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}").sync_url
-    finally:
-        with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    yield from empty_database(request, tmp_path, "fallbacks")
 
 
 def _insert(conn: Any, table: str, **values: Any) -> None:
