@@ -143,9 +143,16 @@ async def attach_first_card(session: Session, client_id: str, subscription_id: s
 
 async def attach_last(session: Session, client_id: str, subscription_id: str, method_id: str) -> None:
     """Attach a card to the subscription behind its other cards (no change if it is attached)."""
-    order = await attached_ids(session, client_id, subscription_id)
-    if method_id not in order:
-        await _insert_attached(session, client_id, subscription_id, [method_id], first=len(order))
+    query = sa_select(_ATTACHED.c.payment_method_id, _ATTACHED.c.position).where(
+        _ATTACHED.c.client_id == client_id, _ATTACHED.c.subscription_id == subscription_id
+    )
+    rows = (await session.exec(query)).all()  # type: ignore[call-overload]
+    if any(row[0] == method_id for row in rows):
+        return
+    # Behind the last position, not at the count: a detached card leaves a gap, and two cards at
+    # one position would be ordered by id, not by when they were attached.
+    last = max((row[1] for row in rows), default=-1)
+    await _insert_attached(session, client_id, subscription_id, [method_id], first=last + 1)
 
 
 async def detach_everywhere(session: Session, client_id: str, method_id: str) -> None:

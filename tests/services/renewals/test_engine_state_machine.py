@@ -90,6 +90,7 @@ class EngineLifecycle(RuleBasedStateMachine):
             self.base_settings, self.clock, processors={"sandbox": self.processor}
         )
         self.ended_with_charges: int | None = None
+        self.skipped = 0  # periods skipped by catch-up, from subscription.periods_skipped events
         self.crash_lease_until: datetime | None = None
         self.cards = 0
 
@@ -290,6 +291,14 @@ class EngineLifecycle(RuleBasedStateMachine):
             sequences = (
                 await session.exec(select(Event.sequence).where(Event.subscription_id == self.sub_id))
             ).all()
+            skips = (
+                await session.exec(
+                    select(Event.payload)
+                    .where(Event.subscription_id == self.sub_id)
+                    .where(Event.type == "subscription.periods_skipped")
+                )
+            ).all()
+        self.skipped = sum(int(payload["skippedPeriods"]) for payload in skips)
         return sub, charges, [s for s in sequences if s is not None]
 
     def _one_success_per_period_on_the_schedule(self, sub: Subscription, charges: list[Charge]) -> None:
@@ -300,7 +309,10 @@ class EngineLifecycle(RuleBasedStateMachine):
                 assert c.period_start == due_at(self.schedule, c.period_index)
         assert sub.cycles_paid == sum(paid.values())
         if paid:
-            assert sub.period_index == max(p for p in paid if p is not None)
+            last_paid = max(p for p in paid if p is not None)
+            # `grace.catch_up = "skip"` (the default): a payment that ends an episode outlasting the
+            # next period resumes at the period ahead; the periods in between are skipped, not paid.
+            assert last_paid <= sub.period_index <= last_paid + self.skipped, (sub.period_index, paid)
 
     def _nothing_charged_after_the_end(self, sub: Subscription, charges: list[Charge]) -> None:
         if sub.status == "active":
@@ -338,3 +350,26 @@ def test_the_engine_keeps_its_promises(db_url: str, settings: Any) -> None:
             deadline=None,
         ),
     )
+
+
+def test_a_new_card_after_a_week_of_daily_periods_pays_one_and_skips_the_rest(
+    db_url: str, settings: Any
+) -> None:
+    """An example the machine found: a daily plan's hard decline waits out its 7-day window for a new
+    card; the card pays the failed period and catch-up skips to the current one (not charged)."""
+    EngineLifecycle.database_url = db_url
+    EngineLifecycle.base_settings = settings
+    machine = EngineLifecycle()
+    try:
+        machine.enrol(kind="interval", every=1, tz="America/Guatemala", day=1, cycles=None, trial_days=0,
+                      attempts=1, interval_hours=6, card="hard", grace_days=None)  # fmt: skip
+        machine.the_engine_kept_its_promises()
+        machine.time_passes(hours=168)
+        machine.the_engine_kept_its_promises()
+        machine.new_default_card(card="approve")
+        machine.the_engine_kept_its_promises()
+        machine.time_passes(hours=1)
+        machine.the_engine_kept_its_promises()
+        assert machine.skipped > 0
+    finally:
+        machine.teardown()

@@ -363,3 +363,23 @@ async def test_the_documented_timeline(engine_runtime: Runtime) -> None:
     await advance_clock(runtime, client.id, to=datetime(2026, 3, 15, 12, tzinfo=UTC))
     assert (await renewal_charges())[3:] == [(1, card_e, "succeeded", None)]
     assert card_a.id not in {method_id for _, method_id, _, _ in await renewal_charges()}
+
+
+def test_a_card_attached_after_a_removal_goes_behind_every_other(settings: Any) -> None:
+    """An example the machine found on PostgreSQL: a removed card left a gap in the positions, and a
+    card attached next took the position of the last one (then ordered by id, not by attachment)."""
+    FallbackCards.base_settings = settings
+    for _ in range(5):  # ids made in one millisecond order at random: repeat to meet the tie
+        machine = FallbackCards()
+        try:
+            machine.enrol(first="approves", second="approves")
+            machine.add_card(backs=(0, 1), behaviour="approves")
+            machine.add_card(backs=(1,), behaviour="approves")
+            machine.add_card(backs=(0, 1), behaviour="approves")
+            machine.remove_card(card=63)
+            machine.remove_card(card=1)
+            machine.the_subscriptions_show_the_model()
+            machine.add_card(backs=(1,), behaviour="approves")
+            machine.the_subscriptions_show_the_model()
+        finally:
+            machine.teardown()
