@@ -116,14 +116,18 @@ async def _move_clock(runtime: Runtime, client_id: str, seconds: int) -> None:
         row.clock_offset_seconds = seconds
 
 
+async def _ahead_with_a_plan(runtime: Runtime, shop: str) -> tuple[SandboxProcessor, str, str]:
+    """The shop's clock a month ahead, its sandbox, a plan and a fresh transaction."""
+    await _move_clock(runtime, shop, AHEAD)
+    sandbox = runtime.processors["sandbox"]
+    assert isinstance(sandbox, SandboxProcessor)
+    return sandbox, await _plan(runtime, shop), await _trx(runtime, shop)
+
+
 async def test_a_lost_enrolment_answer_is_recovered_a_minute_later_on_a_clock_ahead(
     service_runtime: Runtime, shop: str, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await _move_clock(service_runtime, shop, AHEAD)
-    sandbox = service_runtime.processors["sandbox"]
-    assert isinstance(sandbox, SandboxProcessor)
-    plan_id = await _plan(service_runtime, shop)
-    trx_id = await _trx(service_runtime, shop)
+    sandbox, plan_id, trx_id = await _ahead_with_a_plan(service_runtime, shop)
 
     async def lost(token: str, amount: int, currency: str, **kwargs: Any) -> Outcome:
         return Outcome.unknown()
@@ -149,11 +153,7 @@ async def test_a_lost_enrolment_answer_is_recovered_a_minute_later_on_a_clock_ah
 async def test_a_lost_refund_answer_is_reconciled_a_minute_later_on_a_clock_ahead(
     service_runtime: Runtime, shop: str, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await _move_clock(service_runtime, shop, AHEAD)
-    sandbox = service_runtime.processors["sandbox"]
-    assert isinstance(sandbox, SandboxProcessor)
-    plan_id = await _plan(service_runtime, shop)
-    trx_id = await _trx(service_runtime, shop)
+    sandbox, plan_id, trx_id = await _ahead_with_a_plan(service_runtime, shop)
     enrolment = await verify_card(service_runtime, client_id=shop, request=_request(trx_id, plan_id))
     assert enrolment.charge is not None
 
