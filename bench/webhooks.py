@@ -7,9 +7,10 @@ The database named in the URL is dropped and re-created (a scratch database). Ev
 with COPY (timed separately), spread over `--endpoints` clients with one endpoint each, so the
 per-endpoint in-flight cap applies as it would across merchants. The receiver is a separate
 uvicorn process that answers 204 after the latency. Each worker process runs the real
-`Deliverer` (dispatch, lease, signed send, outcome) in a loop until nothing is pending; the
-figures are deliveries per second over the whole run (dispatch included) and each worker's
-RSS sampled during the run.
+`Deliverer` (dispatch, lease, signed send, outcome) as `billing worker` does, one round per
+`webhooks.interval_seconds` with the deliverer refilling its free slots between rounds, until
+nothing is pending; the figures are deliveries per second from the workers' start to the last
+delivery (dispatch included) and each worker's RSS sampled during the run.
 """
 
 from __future__ import annotations
@@ -116,11 +117,13 @@ def worker(url: str, index: int, results: multiprocessing.Queue) -> None:  # typ
         idle = 0
         started = time.perf_counter()
         try:
-            while idle < 20:
+            # As `billing worker` drives it: one round per `webhooks.interval_seconds`; between
+            # rounds the deliverer refills its free slots itself while a backlog lasts.
+            while idle < 3:
                 started_now = await deliverer.round()
                 samples.append(_rss_mb())
                 idle = idle + 1 if started_now == 0 and deliverer.in_flight == 0 else 0
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(runtime.settings.webhooks.interval_seconds)
             await deliverer.aclose()
         finally:
             await runtime.aclose()
@@ -168,6 +171,7 @@ def main() -> None:
 
         results: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
         started = time.perf_counter()
+        started_at = datetime.now(UTC)
         procs = [
             multiprocessing.Process(target=worker, args=(args.database_url, n, results))
             for n in range(args.workers)
@@ -187,9 +191,15 @@ def main() -> None:
             "SELECT count(*) FROM webhook_delivery WHERE status = 'delivered'"
         ).fetchone()[0]  # type: ignore[index]
         left = conn.execute("SELECT count(*) FROM webhook_delivery WHERE status <> 'delivered'").fetchone()[0]  # type: ignore[index]
+        last = conn.execute("SELECT max(delivered_at) FROM webhook_delivery").fetchone()[0]  # type: ignore[index]
+    # From the workers' start to the last delivery (process start-up included; the idle rounds
+    # the workers wait before exiting are not).
+    busy = (last - started_at).total_seconds() if last is not None else elapsed
+    rate = delivered / busy
     print(
-        f"{delivered:,} delivered ({left} not) by {args.workers} workers in {elapsed:.1f} s: "
-        f"{delivered / elapsed:,.0f} deliveries/s (receiver latency {args.receiver_latency_ms:g} ms)"
+        f"{delivered:,} delivered ({left} not) by {args.workers} workers in {busy:.1f} s: "
+        f"{rate:,.0f} deliveries/s (receiver latency {args.receiver_latency_ms:g} ms; "
+        f"processes ended after {elapsed:.1f} s)"
     )
     for n, report in enumerate(reports):
         print(
@@ -197,7 +207,7 @@ def main() -> None:
             f"{report['rss_max_mb']:.0f} MB max, {report['rss_last_mb']:.0f} MB at the end"
         )
     if os.environ.get("BENCH_FAIL_UNDER"):
-        sys.exit(0 if delivered / elapsed >= float(os.environ["BENCH_FAIL_UNDER"]) else 1)
+        sys.exit(0 if rate >= float(os.environ["BENCH_FAIL_UNDER"]) else 1)
 
 
 if __name__ == "__main__":

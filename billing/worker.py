@@ -193,6 +193,7 @@ async def scheduler_running(runtime: Runtime, identity: str | None = None) -> As
         # before the engine closes: passes stop claiming new batches once `stopping` is set, and
         # the scheduler is only shut down afterwards because its executor cancels running jobs.
         stopping.set()
+        deliverer.refill = False
         scheduler.pause()
         if in_flight:
             await asyncio.wait(set(in_flight), timeout=runtime.settings.worker.lease_seconds)

@@ -255,7 +255,10 @@ async def claim_due_deliveries(
             _DELIVERY.c.status == "pending",
             or_(_DELIVERY.c.lease_until.is_(None), _DELIVERY.c.lease_until < now),
         )
-        .values(lease_owner=owner, lease_until=lease_until)
+        # The next attempt is due when the lease runs out (if no outcome is written before): the
+        # row leaves the front of the due index, so the next claims do not step over every
+        # delivery in flight, and a dead worker's deliveries come back in order when it expires.
+        .values(lease_owner=owner, lease_until=lease_until, next_attempt_at=lease_until)
         .returning(_DELIVERY.c.id)
     )
     ids = [row[0] for row in won.all()]

@@ -416,3 +416,45 @@ async def test_rotation_signs_with_both_secrets_for_the_overlap(
         assert all(r.verified_with == [1] for r in after)
     finally:
         await deliverer.aclose()
+
+
+async def test_a_backlog_keeps_flowing_between_the_worker_rounds(
+    merchant: Any, runtime: Any, receiver: Receiver
+) -> None:
+    """One periodic round with 4 slots starts 4 sends; as they end, the deliverer claims the next
+    ones itself, so the whole backlog goes out before the worker's next round would come."""
+    await register(merchant, receiver, "/all")
+    await activity(merchant, users=6)
+    total = len(await events_of(merchant))
+    assert total > 8
+
+    deliverer = Deliverer(runtime, "test-worker")
+    deliverer.settings = runtime.settings.webhooks.model_copy(
+        update={"in_flight": 4, "in_flight_per_endpoint": 4}
+    )
+    try:
+        assert await deliverer.round() == 4
+        started = time.monotonic()
+        while len(receiver.on("/all")) < total and time.monotonic() - started < 15:
+            await asyncio.sleep(0.05)
+        assert len(receiver.on("/all")) == total
+    finally:
+        await deliverer.aclose()
+    assert sorted(r.body["eventId"] for r in receiver.on("/all")) == sorted(
+        e["id"] for e in await events_of(merchant)
+    )
+
+
+async def test_a_closing_deliverer_starts_no_new_sends(
+    merchant: Any, runtime: Any, receiver: Receiver
+) -> None:
+    await register(merchant, receiver, "/all")
+    await activity(merchant, users=6)
+    deliverer = Deliverer(runtime, "test-worker")
+    deliverer.settings = runtime.settings.webhooks.model_copy(
+        update={"in_flight": 4, "in_flight_per_endpoint": 4}
+    )
+    assert await deliverer.round() == 4
+    await deliverer.aclose()
+    await asyncio.sleep(0.3)
+    assert len(receiver.on("/all")) == 4

@@ -128,6 +128,9 @@ class Deliverer:
         self._busy: Counter[str] = Counter()
         self._outcomes: list[tuple[store.DueDelivery, SendResult, datetime]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._round_lock = asyncio.Lock()
+        self._backlog = False  # the last claim found something: more may be due (or become due)
+        self.refill = True  # start the next round as soon as sends end while a backlog lasts
 
     @property
     def in_flight(self) -> int:
@@ -136,8 +139,13 @@ class Deliverer:
     async def round(self) -> int:
         """Record finished attempts, dispatch new events, start sending what is due and fits.
 
-        Returns how many deliveries were started.
+        Returns how many deliveries were started. Rounds of one deliverer never overlap (the
+        worker's periodic job and the refill after finished sends share a lock).
         """
+        async with self._round_lock:
+            return await self._round()
+
+    async def _round(self) -> int:
         await self.flush()
         await dispatch_all(self.runtime)
         free = self.settings.in_flight - len(self._tasks)
@@ -160,6 +168,9 @@ class Deliverer:
                 room=room,
                 per_endpoint=per_endpoint,
             )
+        # Found nothing: idle until the worker's next round. Found some: the sends they free may
+        # let more through (a subscription's next event waits for its previous one).
+        self._backlog = bool(due)
         for delivery in due:
             self._busy[delivery.endpoint_id] += 1
             task = asyncio.create_task(self._deliver(delivery))
@@ -176,17 +187,25 @@ class Deliverer:
         await self.flush()
 
     async def run_until_idle(self, max_rounds: int = 10_000) -> int:
-        """Rounds until nothing is due now (tests, `billing webhooks deliver`); returns deliveries started."""
+        """Rounds until nothing is due now (tests, `billing webhooks deliver`); returns deliveries started.
+
+        Each round's sends are awaited before the next round, so no refill runs meanwhile.
+        """
         started = 0
-        for _ in range(max_rounds):
-            count = await self.round()
-            await self.drain()
-            started += count
-            if count == 0:
-                break
+        refill, self.refill = self.refill, False
+        try:
+            for _ in range(max_rounds):
+                count = await self.round()
+                await self.drain()
+                started += count
+                if count == 0:
+                    break
+        finally:
+            self.refill = refill
         return started
 
     async def aclose(self, wait_seconds: float | None = None) -> None:
+        self.refill = False  # no new sends once closing: only those in flight finish
         await self.drain(wait_seconds)
         await self.sender.aclose()
 
@@ -283,15 +302,27 @@ class Deliverer:
             self._flusher = asyncio.create_task(self._flush_soon())
 
     async def _flush_soon(self) -> None:
-        """Write outcomes shortly after they arrive; those arriving meanwhile join the same batch."""
+        """Write outcomes shortly after they arrive; those arriving meanwhile join the same batch.
+
+        While a backlog lasts, the slots those sends freed are filled at once by another round
+        (once a quarter of them are free, so each claim takes a useful batch), instead of
+        waiting for the worker's next periodic round: a worker keeps `in_flight` deliveries
+        going however fast receivers answer.
+        """
         while self._outcomes:
             await asyncio.sleep(FLUSH_DELAY_SECONDS)
             try:
                 await self.flush()
+                if self._refill_due():
+                    await self.round()
             except Exception:
                 # The next round retries the write; until then the leases keep the rows.
                 log.exception("writing webhook outcomes failed")
                 return
+
+    def _refill_due(self) -> bool:
+        free = self.settings.in_flight - len(self._tasks)
+        return self.refill and self._backlog and free * 4 >= self.settings.in_flight
 
 
 def _record_of(
