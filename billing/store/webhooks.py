@@ -206,6 +206,15 @@ def _sendable(now: datetime) -> list[Any]:
     ]
 
 
+async def refresh_delivery_statistics(session: Session) -> None:
+    """ANALYZE the delivery table (PostgreSQL): after a large backlog was queued at once, the planner's
+    row estimates (taken when few deliveries were pending) would make the claim sort every pending
+    row (130 ms a claim at 70,000 pending, against 3 ms once analyzed). SQLite plans by its indexes."""
+    if is_postgres(session):
+        conn = await session.connection()
+        await conn.exec_driver_sql("ANALYZE webhook_delivery")
+
+
 def due_deliveries_query(now: datetime, limit: int) -> Any:
     """The claim's candidates: sendable pending deliveries, oldest due first (served by the
     partial index `ix_webhook_delivery_due` on pending rows, without a sort)."""
