@@ -284,8 +284,21 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "auto", stream: IO[s
         "alembic.runtime.plugins",
     ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Alembic's migration context introduces itself before every migrating command, with nothing to
+    # migrate too; the "Running upgrade" lines are what an operator reads.
+    migration = logging.getLogger("alembic.runtime.migration")
+    if not any(isinstance(f, _AlembicPreamble) for f in migration.filters):
+        migration.addFilter(_AlembicPreamble())
     # The SQLite driver's DEBUG lines repeat every statement with its parameters (a webhook
     # secret, a client's e-mail) from its own thread, outside any request: never wanted.
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
     logging.getLogger("uvicorn.error").handlers[:] = []
     logging.getLogger("uvicorn.error").propagate = True
+
+
+class _AlembicPreamble(logging.Filter):
+    """Drops alembic's "Context impl ..." and "Will assume ... DDL" lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not (message.startswith("Context impl") or message.startswith("Will assume"))

@@ -147,3 +147,16 @@ def test_exceptions_are_rendered_with_database_messages_reduced(restore_logging:
     assert "Traceback" in line["exc"]
     assert "ValueError" in line["exc"]
     assert "4242424242424242" not in line["exc"]
+
+
+def test_migrating_logs_the_upgrades_without_alembics_preamble(restore_logging: None, tmp_path: Any) -> None:
+    from billing.store.migrations import upgrade
+
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream)
+    upgrade(f"sqlite:///{tmp_path}/fresh.db", "0002")
+    messages = [json.loads(line)["msg"] for line in stream.getvalue().splitlines()]
+    assert messages == [
+        "Running upgrade  -> 0001, initial schema",
+        "Running upgrade 0001 -> 0002, subscription.grace_retry_at: the grace episode's next scheduled retry",
+    ]
