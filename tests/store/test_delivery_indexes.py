@@ -58,8 +58,9 @@ async def test_a_large_dispatch_refreshes_the_statistics_the_claim_is_planned_by
     from billing.domain.clock import SystemClock
     from billing.services.runtime import build_runtime
     from billing.services.webhooks.delivery import LARGE_DISPATCH, dispatch_all
-    from tests.conftest import test_settings
+    from tests.conftest import _truncate_all, test_settings
 
+    _truncate_all(postgres_database)  # the session's database: no event of an earlier test is left
     now = datetime.now(UTC)
     with psycopg.connect(_libpq(postgres_database)) as conn:
         conn.execute(
