@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -101,10 +102,16 @@ async def dispatch_all(runtime: Runtime) -> int:
     total = 0
     while count := await dispatch(runtime):
         total += count
-    if total >= LARGE_DISPATCH:
+    if total >= LARGE_DISPATCH and time.monotonic() - _statistics_refreshed[0] >= STATISTICS_EVERY_SECONDS:
+        _statistics_refreshed[0] = time.monotonic()
         async with runtime.sessions() as session, session.begin():
             await store.refresh_delivery_statistics(session)
     return total
+
+
+# A steady flow of large dispatches refreshes the statistics at most once a minute per process.
+STATISTICS_EVERY_SECONDS = 60.0
+_statistics_refreshed = [float("-inf")]
 
 
 @dataclass
