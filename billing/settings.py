@@ -412,13 +412,26 @@ class Settings(BaseSettings):
         if self.auth.jwt_secret is not None:
             return self.auth.jwt_secret.get_secret_value()
         path = self.jwt_secret_path
-        if not path.exists():
+        try:
+            seen = path.stat()
+        except FileNotFoundError:
             write_new_secret(path)
+            seen = path.stat()
+        # Read again only when the file changed (every request asks; replacing the file rotates it).
+        version = (seen.st_ino, seen.st_mtime_ns, seen.st_size)
+        known = _SECRET_FILES.get(path)
+        if known is not None and known[0] == version:
+            return known[1]
         secret = path.read_text().strip()
         problem = secret_problem(secret)
         if problem is not None:
             raise ConfigError(f"{path}: the access-token secret {problem}")
+        _SECRET_FILES[path] = (version, secret)
         return secret
+
+
+# Access-token secrets read from files: the file's (inode, mtime, size) when read, and the secret.
+_SECRET_FILES: dict[Path, tuple[tuple[int, int, int], str]] = {}
 
 
 def new_secret() -> str:

@@ -91,6 +91,24 @@ def test_config_init_writes_a_private_strong_secret_once(tmp_path: Path) -> None
     assert billing("config", "check", cwd=tmp_path).returncode == 0
 
 
+def test_a_secret_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "jwt.secret"
+    settings = load_settings(data_dir=tmp_path)
+    first = settings.jwt_secret()  # written on first use
+    assert settings.jwt_secret() == first == path.read_text().strip()
+    # An operator replaces the file (a new inode) and later edits it in place: each is picked up.
+    replacement = tmp_path / "jwt.secret.new"
+    replacement.write_text(secrets.token_urlsafe(48))
+    os.replace(replacement, path)
+    assert settings.jwt_secret() == path.read_text().strip() != first
+    edited = secrets.token_urlsafe(60)  # (a same-length edit within one clock tick would look unchanged)
+    path.write_text(edited)
+    assert settings.jwt_secret() == edited
+    path.write_text("password")
+    with pytest.raises(ConfigError):
+        settings.jwt_secret()
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     "url",
