@@ -15,9 +15,12 @@ import base64
 import binascii
 import hashlib
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jwt
@@ -516,6 +519,29 @@ async def _revoke_and_commit(session: Session, family_id: str, now: datetime) ->
     await session.commit()
 
 
+@lru_cache(maxsize=4096)
+def _verified_claims(token: str, secret: str) -> Mapping[str, Any]:
+    """The claims of an access token whose HS256 signature ``secret`` verifies (PyJWTError if not).
+
+    A merchant sends the same token with every request until it expires, so a verified token is
+    remembered (per process, the 4,096 most recent): verifying it again would give the same answer.
+    Only the signature check is cached; expiry, the client and its revocation are judged on every
+    request. A token that fails is not remembered, and a new secret never matches an old entry.
+    """
+    claims = jwt.decode(
+        token,
+        secret,
+        algorithms=["HS256"],
+        options={
+            "require": ["sub", "exp", "fam"],
+            "verify_exp": False,
+            "verify_iat": False,
+            "verify_nbf": False,
+        },
+    )
+    return MappingProxyType(claims)
+
+
 async def authenticate(
     session: Session, clock: Clock, secret: str, authorization: str | None
 ) -> AuthenticatedClient:
@@ -524,17 +550,7 @@ async def authenticate(
         raise BillingError("UNAUTHORIZED")
     token = authorization[7:].strip()
     try:
-        claims = jwt.decode(
-            token,
-            secret,
-            algorithms=["HS256"],
-            options={
-                "require": ["sub", "exp", "fam"],
-                "verify_exp": False,
-                "verify_iat": False,
-                "verify_nbf": False,
-            },
-        )
+        claims = _verified_claims(token, secret)
     except jwt.PyJWTError as exc:
         raise BillingError("TOKEN_INVALID") from exc
     if claims.get("typ") != "access":
@@ -543,11 +559,10 @@ async def authenticate(
     if int(claims["exp"]) <= clock.now().timestamp():
         raise BillingError("TOKEN_EXPIRED")
     family = str(claims["fam"])
-    found = await store.client_for_token(session, str(claims["sub"]), family)
-    if found is None:
+    client = await store.client_for_token(session, str(claims["sub"]), family)
+    if client is None:
         raise BillingError("TOKEN_INVALID")
-    client, revoked = found
-    if revoked:
+    if client.family_revoked:
         raise BillingError("TOKEN_INVALID", message="This login was revoked; log in again.")
     return AuthenticatedClient(
         id=client.id,

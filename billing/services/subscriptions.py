@@ -81,8 +81,11 @@ async def get_subscription(session: Session, *, client_id: str, subscription_id:
 
 async def subscription_detail(session: Session, *, client_id: str, subscription_id: str) -> SubscriptionView:
     """One subscription with its payment methods and next renewal date."""
-    subscription = await get_subscription(session, client_id=client_id, subscription_id=subscription_id)
-    return await _view(session, subscription, {})
+    found = await store.subscription_and_plan(session, client_id, subscription_id)
+    if found is None:
+        raise BillingError("SUBSCRIPTION_NOT_FOUND", field="subscriptionId")
+    subscription, plan = found
+    return await _view(session, subscription, {subscription.plan_id: plan})
 
 
 async def list_subscriptions(session: Session, *, client_id: str, user_id: str) -> list[SubscriptionView]:

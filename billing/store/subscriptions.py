@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlmodel import col, select
 
 from billing.store.engine import Session
-from billing.store.models import Subscription
+from billing.store.models import Plan, Subscription
 from billing.store.owned import owned_row
 
 
@@ -28,6 +28,29 @@ async def add_subscription(session: Session, subscription: Subscription) -> Subs
 async def get_subscription(session: Session, client_id: str, subscription_id: str) -> Subscription | None:
     """The client's subscription with this id; another client's is None, exactly like a missing one."""
     return await owned_row(session, Subscription, client_id, subscription_id)
+
+
+# Built once (the merchant's most frequent read): a subscription and its plan in one round trip.
+_SUBSCRIPTION_AND_PLAN = (
+    select(Subscription, Plan)
+    .outerjoin(
+        Plan,
+        (col(Plan.id) == col(Subscription.plan_id)) & (col(Plan.client_id) == col(Subscription.client_id)),
+    )
+    .where(
+        col(Subscription.client_id) == bindparam("client_id"),
+        col(Subscription.id) == bindparam("subscription_id"),
+    )
+)
+
+
+async def subscription_and_plan(
+    session: Session, client_id: str, subscription_id: str
+) -> tuple[Subscription, Plan | None] | None:
+    """The client's subscription with this id and its plan; None for a missing or another client's one."""
+    params = {"client_id": client_id, "subscription_id": subscription_id}
+    row = (await session.exec(_SUBSCRIPTION_AND_PLAN, params=params)).first()
+    return None if row is None else (row[0], row[1])
 
 
 async def subscriptions_of_user(session: Session, client_id: str, user_id: str) -> Sequence[Subscription]:

@@ -191,3 +191,31 @@ async def test_transactions_outside_v1_need_a_token_and_a_signature(merchant: An
     unsigned = await merchant.post("/transactions", json=body, sign=False)
     assert (unsigned.status_code, unsigned.json()["errors"][0]["code"]) == (401, "7604")
     assert (await merchant.post("/transactions", json=body)).status_code == 201
+
+
+async def test_a_token_already_accepted_is_refused_once_its_family_is_revoked(merchant: Any) -> None:
+    # Accepted once: its signature check is remembered by the process, not its validity.
+    assert (await merchant.get("/v1/probe/whoami")).status_code == 200
+    stolen = merchant.refresh_token
+    await merchant.http.post("/v1/auth/refresh", json={"refreshToken": stolen})
+    await merchant.http.post("/v1/auth/refresh", json={"refreshToken": stolen})  # reuse: family revoked
+    refused = await merchant.get("/v1/probe/whoami")
+    assert (refused.status_code, refused.json()["errors"][0]["code"]) == (401, "7602")
+
+
+async def test_a_token_is_checked_against_the_current_secret(merchant: Any, runtime: Any) -> None:
+    from billing.domain.errors import BillingError
+    from billing.services.auth import authenticate
+
+    header = f"Bearer {merchant.access_token}"
+    secret = runtime.settings.jwt_secret()
+    async with runtime.sessions() as session:
+        accepted = await authenticate(session, runtime.clock, secret, header)
+        assert accepted.id == merchant.id
+        # The same token after the secret changed: a remembered verification must not carry over.
+        with pytest.raises(BillingError) as refused:
+            await authenticate(session, runtime.clock, secret + "-rotated", header)
+        assert refused.value.spec.code == "7602"
+        tampered = header[:-2] + ("AA" if not header.endswith("AA") else "BB")
+        with pytest.raises(BillingError):
+            await authenticate(session, runtime.clock, secret, tampered)
