@@ -212,7 +212,7 @@ def time_intake(
                 {
                     "subscriptionId": subs[(b * items + i) % len(subs)],
                     "amount": Decimal("1.25"),
-                    "metadata": {"n": i},
+                    "metadata": {"batch": b, "n": i},
                 }
                 for i in range(items)
             ]
