@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, insert, literal, union_all, update
+from sqlalchemy import bindparam, delete, func, insert, literal, union_all, update
 from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
@@ -164,27 +164,34 @@ async def detach_everywhere(session: Session, client_id: str, method_id: str) ->
     )
 
 
+# Built once: every subscription read runs it, and building it cost more than running it.
+_CARDS_OF_SUBSCRIPTION = (
+    select(PaymentMethod)
+    .join(
+        SubscriptionPaymentMethod,
+        (col(SubscriptionPaymentMethod.payment_method_id) == col(PaymentMethod.id))
+        & (col(SubscriptionPaymentMethod.client_id) == col(PaymentMethod.client_id))
+        & (col(SubscriptionPaymentMethod.subscription_id) == bindparam("subscription_id")),
+        isouter=True,
+    )
+    .where(col(PaymentMethod.client_id) == bindparam("client_id"))
+    .where(col(PaymentMethod.status) == ACTIVE)
+    .where(
+        (col(PaymentMethod.id) == bindparam("default_id"))
+        | col(SubscriptionPaymentMethod.subscription_id).is_not(None)
+    )
+    .order_by(col(SubscriptionPaymentMethod.position), col(PaymentMethod.id))
+)
+
+
 async def cards_of_subscription(session: Session, subscription: Subscription) -> list[PaymentMethod]:
     """The active cards a charge for `subscription` tries, in order: its default, then its fallbacks."""
-    attached = SubscriptionPaymentMethod
-    query = (
-        select(PaymentMethod)
-        .join(
-            attached,
-            (col(attached.payment_method_id) == col(PaymentMethod.id))
-            & (col(attached.client_id) == col(PaymentMethod.client_id))
-            & (col(attached.subscription_id) == subscription.id),
-            isouter=True,
-        )
-        .where(PaymentMethod.client_id == subscription.client_id)
-        .where(PaymentMethod.status == ACTIVE)
-        .where(
-            (col(PaymentMethod.id) == subscription.default_payment_method_id)
-            | col(attached.subscription_id).is_not(None)
-        )
-        .order_by(col(attached.position), col(PaymentMethod.id))
-    )
-    methods = list((await session.exec(query)).all())
+    params = {
+        "subscription_id": subscription.id,
+        "client_id": subscription.client_id,
+        "default_id": subscription.default_payment_method_id,
+    }
+    methods = list((await session.exec(_CARDS_OF_SUBSCRIPTION, params=params)).all())
     methods.sort(key=lambda m: m.id != subscription.default_payment_method_id)  # stable: default first
     return methods
 
