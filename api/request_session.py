@@ -38,6 +38,7 @@ from billing.store.engine import SharedConnection
 log = logging.getLogger("billing.api")
 
 _STATE_KEY = "request_database"
+_READING_METHODS = frozenset({"GET", "HEAD"})
 
 
 class RequestSlots:
@@ -57,11 +58,11 @@ class RequestSlots:
 class RequestDatabase:
     """The request's connection, checked out on first use (``bound_runtime()``)."""
 
-    def __init__(self, runtime: Runtime, slots: RequestSlots) -> None:
+    def __init__(self, runtime: Runtime, slots: RequestSlots, *, reads_only: bool = False) -> None:
         self.runtime = runtime
         self._slots = slots
         self._holds_slot = False
-        self._shared = SharedConnection(runtime.engine, runtime.sessions)
+        self._shared = SharedConnection(runtime.engine, runtime.sessions, reads_only=reads_only)
         self._bound: Runtime | None = None
 
     async def bound_runtime(self) -> Runtime:
@@ -137,7 +138,9 @@ def request_connection_middleware(app: ASGIApp, runtime_of: Callable[[], Runtime
         if limit is None:
             slots.clear()
             limit = slots[id(runtime)] = RequestSlots(runtime.settings.database.pool_size)
-        database = RequestDatabase(runtime, limit)
+        # GET and HEAD handlers only read (no GET route writes): no transaction around the reads.
+        reads_only = scope.get("method") in _READING_METHODS
+        database = RequestDatabase(runtime, limit, reads_only=reads_only)
         scope.setdefault("state", {})[_STATE_KEY] = database
         try:
             await app(scope, receive, send)

@@ -112,11 +112,18 @@ class SharedConnection:
     back what it left open, exactly as with sessions on pooled connections. A session asked for
     while another one is still open gets its own pooled connection from ``fallback`` instead of
     joining the open transaction. ``aclose()`` returns the connection to the pool.
+
+    ``reads_only=True`` (a request that writes nothing, e.g. an HTTP GET) runs the connection in
+    autocommit on PostgreSQL: no ``BEGIN`` and ``ROLLBACK`` round trips around each session's
+    reads. Each statement still sees one consistent snapshot, as every statement of a READ
+    COMMITTED transaction does; the pool sets the connection back to transactions when it returns.
+    SQLite needs nothing: its driver begins a transaction only before a write.
     """
 
-    def __init__(self, engine: AsyncEngine, fallback: SessionFactory) -> None:
+    def __init__(self, engine: AsyncEngine, fallback: SessionFactory, *, reads_only: bool = False) -> None:
         self.engine = engine
         self.fallback = fallback
+        self.reads_only = reads_only and engine.dialect.name == "postgresql"
         self.leased = False
         self._connection: AsyncConnection | None = None
         self._sessions: SessionFactory | None = None
@@ -125,6 +132,8 @@ class SharedConnection:
         if self._sessions is None:
             connection = self.engine.connect()
             await connection.start()
+            if self.reads_only:
+                await connection.execution_options(isolation_level="AUTOCOMMIT")
             self._connection = connection
             self._sessions = _SharedSessions(self, connection)
         return self._sessions

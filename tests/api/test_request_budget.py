@@ -25,6 +25,8 @@ pytestmark = pytest.mark.anyio
 class Usage:
     checkouts: int = 0
     statements: list[str] = field(default_factory=list)
+    # PostgreSQL: statements sent inside a transaction (BEGIN ... COMMIT/ROLLBACK round trips)
+    in_transaction: int = 0
 
 
 @contextmanager
@@ -36,8 +38,10 @@ def counting(runtime: Any) -> Iterator[Usage]:
     def on_checkout(*_: Any) -> None:
         usage.checkouts += 1
 
-    def on_statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def on_statement(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         usage.statements.append(" ".join(statement.split()[:4]))
+        if engine.dialect.name == "postgresql" and not conn.connection.dbapi_connection.autocommit:
+            usage.in_transaction += 1
 
     event.listen(engine, "checkout", on_checkout)
     event.listen(engine, "before_cursor_execute", on_statement)
@@ -79,6 +83,20 @@ async def test_a_subscription_detail_read_uses_one_connection(merchant: Any, run
         detail = data_of(await merchant.get(f"/v1/subscriptions/detail/{sub_id}"))
     assert detail["id"] == sub_id
     within_budget("GET subscription detail", usage)
+    # A read runs its statements outside a transaction on PostgreSQL: no BEGIN and ROLLBACK round
+    # trips around them (SQLite's driver opens none for reads either).
+    assert usage.in_transaction == 0, usage.statements
+
+
+async def test_writes_still_run_in_transactions(merchant: Any, runtime: Any) -> None:
+    """The reads-only connection mode of GET requests does not leak into the next request."""
+    plan = await create_plan(merchant)
+    enrolled = await enrol(merchant, plan["id"])
+    await merchant.get(f"/v1/subscriptions/detail/{enrolled['subscription']['id']}")
+    with counting(runtime) as usage:
+        await create_transaction(merchant, user="budget-after-read")
+    if runtime.engine.dialect.name == "postgresql":
+        assert usage.in_transaction == len(usage.statements) > 0
 
 
 async def test_an_enrolment_uses_one_connection_per_request(merchant: Any, runtime: Any) -> None:
