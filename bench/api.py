@@ -84,6 +84,8 @@ class Result:
     p99_ms: float
     cpu_ms: float  # server CPU over the phase
     errors: int = 0
+    database_ms: float = 0.0  # PostgreSQL's processes over the phase (0 on SQLite: it is in the server)
+    machine_ms: float = 0.0  # every core's busy time over the phase: server, database and load generator
 
     @property
     def rate(self) -> float:
@@ -92,9 +94,11 @@ class Result:
     def line(self) -> str:
         per = self.cpu_ms / self.requests if self.requests else 0.0
         errors = f"  errors {self.errors}" if self.errors else ""
+        database = self.database_ms / self.requests if self.requests else 0.0
+        machine = self.machine_ms / self.requests if self.requests else 0.0
         return (
             f"  {self.name:<28} {self.rate:9.1f} req/s   p50 {self.p50_ms:7.1f} ms   p99 {self.p99_ms:7.1f} ms"
-            f"   server CPU {per:6.2f} ms/req{errors}"
+            f"   server CPU {per:6.2f} ms/req   database {database:5.2f}   machine {machine:6.2f}{errors}"
         )
 
 
@@ -277,6 +281,47 @@ def cpu_ms(pid: int) -> float:
     return total * 1000 / TICKS
 
 
+def database_cpu_ms() -> float:
+    """User + system CPU of the local PostgreSQL server's processes (all of them), in milliseconds."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() != "postgres":
+                    continue
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+    return total * 1000 / TICKS
+
+
+def machine_busy_ms() -> float:
+    """Busy time of all cores (everything but idle and I/O wait), in milliseconds."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) * 1000 / TICKS
+
+
+class Meter:
+    """Server, database and machine CPU spent between ``start()`` and ``stop()``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.server = self.database = self.machine = 0.0
+
+    def start(self) -> Meter:
+        self.server, self.database, self.machine = cpu_ms(self.pid), database_cpu_ms(), machine_busy_ms()
+        return self
+
+    def stop(self) -> tuple[float, float, float]:
+        return (
+            cpu_ms(self.pid) - self.server,
+            database_cpu_ms() - self.database,
+            machine_busy_ms() - self.machine,
+        )
+
+
 # ---- load ---------------------------------------------------------------------------------------
 
 
@@ -341,15 +386,17 @@ def _wrk_ms(text: str) -> float:
 def run_wrk(name: str, url: str, token: str, args: argparse.Namespace, pid: int) -> Result:
     command = ["wrk", "-t2", f"-c{args.connections}", f"-d{int(args.duration)}s", "--latency"]
     command += ["-H", f"Authorization: Bearer {token}", url]
-    before = cpu_ms(pid)
+    meter = Meter(pid).start()
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    spent = cpu_ms(pid) - before
+    spent, database, machine = meter.stop()
     requests = int(re.search(r"(\d+) requests in ([\d.]+)(\w+)", out).group(1))  # type: ignore[union-attr]
     seconds = float(args.duration)
     p50 = _wrk_ms(re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
     p99 = _wrk_ms(re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return Result(name, requests, seconds, p50, p99, spent, int(errors.group(1)) if errors else 0)
+    return Result(
+        name, requests, seconds, p50, p99, spent, int(errors.group(1)) if errors else 0, database, machine
+    )
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -421,16 +468,24 @@ async def _closed_loop(
 def run_generator(
     name: str, merchant: Merchant, args: argparse.Namespace, pid: int, read_share: float
 ) -> Result:
-    before, started = cpu_ms(pid), time.perf_counter()
+    meter, started = Meter(pid).start(), time.perf_counter()
     requests, enrolments, latencies, errors = asyncio.run(
         _closed_loop(
             merchant, args.writers if read_share == 0 else args.connections, args.duration, read_share
         )
     )
     seconds = time.perf_counter() - started
-    spent = cpu_ms(pid) - before
+    spent, database, machine = meter.stop()
     result = Result(
-        name, requests, seconds, _percentile(latencies, 0.5), _percentile(latencies, 0.99), spent, errors
+        name,
+        requests,
+        seconds,
+        _percentile(latencies, 0.5),
+        _percentile(latencies, 0.99),
+        spent,
+        errors,
+        database,
+        machine,
     )
     result.name = f"{name} ({enrolments / seconds:.1f} enrolments/s)"
     return result
