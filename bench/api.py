@@ -22,7 +22,10 @@ checkout) and measures, one after the other:
   `--duration` seconds with the API idle, then again while the API serves the mixed profile.
 
 Server CPU per request is the CPU time (user + system) the server process and its children used
-during the phase divided by the requests answered. Every figure comes from one run on one machine:
+during the phase divided by the requests answered; "database" is the same for the PostgreSQL
+backends connected to the bench's database (0 on SQLite, which runs inside the server), "machine"
+the busy time of every core (server, database, load generator, and anything else running: only
+meaningful on a quiet machine). Every figure comes from one run on one machine:
 the load generators and the renewal process share the CPU with the server, so on a small loaded
 machine they lower what the server can reach; compare figures of the same run.
 """
@@ -281,13 +284,22 @@ def cpu_ms(pid: int) -> float:
     return total * 1000 / TICKS
 
 
-def database_cpu_ms() -> float:
-    """User + system CPU of the local PostgreSQL server's processes (all of them), in milliseconds."""
+def database_cpu_ms(name: str | None) -> float:
+    """User + system CPU of the local PostgreSQL backends serving database `name`, in milliseconds.
+
+    A backend's process title names its database; the server's pooled connections live through a
+    phase, so the difference over a phase is what they spent on it. 0 without a name (SQLite).
+    """
+    if name is None:
+        return 0.0
+    title = f" {name} ".encode()
     total = 0
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 if (entry / "comm").read_text().strip() != "postgres":
+                    continue
+                if title not in (entry / "cmdline").read_bytes().replace(b"\0", b" ") + b" ":
                     continue
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
@@ -306,18 +318,23 @@ def machine_busy_ms() -> float:
 class Meter:
     """Server, database and machine CPU spent between ``start()`` and ``stop()``."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, database: str | None) -> None:
         self.pid = pid
+        self.database_name = database
         self.server = self.database = self.machine = 0.0
 
     def start(self) -> Meter:
-        self.server, self.database, self.machine = cpu_ms(self.pid), database_cpu_ms(), machine_busy_ms()
+        self.server, self.database, self.machine = (
+            cpu_ms(self.pid),
+            database_cpu_ms(self.database_name),
+            machine_busy_ms(),
+        )
         return self
 
     def stop(self) -> tuple[float, float, float]:
         return (
             cpu_ms(self.pid) - self.server,
-            database_cpu_ms() - self.database,
+            database_cpu_ms(self.database_name) - self.database,
             machine_busy_ms() - self.machine,
         )
 
@@ -383,10 +400,10 @@ def _wrk_ms(text: str) -> float:
     return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
-def run_wrk(name: str, url: str, token: str, args: argparse.Namespace, pid: int) -> Result:
+def run_wrk(name: str, url: str, token: str, args: argparse.Namespace, meter: Meter) -> Result:
     command = ["wrk", "-t2", f"-c{args.connections}", f"-d{int(args.duration)}s", "--latency"]
     command += ["-H", f"Authorization: Bearer {token}", url]
-    meter = Meter(pid).start()
+    meter.start()
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     spent, database, machine = meter.stop()
     requests = int(re.search(r"(\d+) requests in ([\d.]+)(\w+)", out).group(1))  # type: ignore[union-attr]
@@ -466,9 +483,10 @@ async def _closed_loop(
 
 
 def run_generator(
-    name: str, merchant: Merchant, args: argparse.Namespace, pid: int, read_share: float
+    name: str, merchant: Merchant, args: argparse.Namespace, meter: Meter, read_share: float
 ) -> Result:
-    meter, started = Meter(pid).start(), time.perf_counter()
+    meter.start()
+    started = time.perf_counter()
     requests, enrolments, latencies, errors = asyncio.run(
         _closed_loop(
             merchant, args.writers if read_share == 0 else args.connections, args.duration, read_share
@@ -558,6 +576,7 @@ def bench_database(kind: str, args: argparse.Namespace, workdir: Path, variant: 
     ]
     print(lines[0], flush=True)
     code = variant.code
+    database = url.rsplit("/", 1)[1] if kind == "postgresql" else None  # PostgreSQL's CPU: its backends
     with serving(code, url, workdir, variant.workers) as (base, pid):
         merchant = Merchant(base, seeded)
         reads = [
@@ -573,17 +592,19 @@ def bench_database(kind: str, args: argparse.Namespace, workdir: Path, variant: 
             ("GET plans list", "/v1/plans/list"),
         ]
         for name, path in reads:
-            result = run_wrk(name, base + path, merchant.token, args, pid)
+            result = run_wrk(name, base + path, merchant.token, args, Meter(pid, database))
             lines.append(result.line())
             print(lines[-1], flush=True)
-        result = run_generator("enrolments (trx+verify)", merchant, args, pid, read_share=0.0)
+        result = run_generator(
+            "enrolments (trx+verify)", merchant, args, Meter(pid, database), read_share=0.0
+        )
         lines.append(result.line())
         print(lines[-1], flush=True)
         idle, _ = start_renewals(code, url, workdir, args.duration)
         renewed_idle, seconds_idle = renewal_rate(idle)
         loaded, start_at = start_renewals(code, url, workdir, args.duration)
         wait_until(start_at)
-        result = run_generator("mixed 90/10", merchant, args, pid, read_share=0.9)
+        result = run_generator("mixed 90/10", merchant, args, Meter(pid, database), read_share=0.9)
         renewed_loaded, seconds_loaded = renewal_rate(loaded)
         lines.append(result.line())
         print(lines[-1], flush=True)
