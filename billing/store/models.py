@@ -3,9 +3,10 @@
 These classes are storage only: API schemas live in ``api/schemas`` and never expose
 lease columns, tokens or hashes. Unique keys here are what the engine's guarantees rest on:
 one charge per (subscription, period, attempt, method), one idempotency record per
-(client, key), one ``externalId`` per client, one delivery per (endpoint, event). Every unique
-key of a client-owned table starts with ``client_id``, the column the tables would be
-distributed by on Citus (docs/scaling.md).
+(client, key), one ``externalId`` per client, one delivery per (endpoint, event). Every primary
+and unique key of a client-owned table includes ``client_id``, the column the tables would be
+distributed by on Citus (docs/scaling.md), and so does every reference from one client-owned
+table to another; the ORM still identifies a row by ``id`` alone (``identity_by_id``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,18 @@ SQLModel.metadata.naming_convention = {
 
 JSONColumn = sa.JSON().with_variant(JSONB(), "postgresql")
 ID = 40  # prefixed ULIDs are 30 characters; room for longer external ids
+
+
+def identity_by_id() -> dict[str, Any]:
+    """Mapper arguments of a table keyed by `(id, client_id)`: the ORM still knows a row by `id` alone,
+    so `session.get(Model, id)` and every statement written against the id keep working."""
+    return {"primary_key": ["id"]}
+
+
+def same_client(column: str, parent: str) -> sa.ForeignKeyConstraint:
+    """`(client_id, column) REFERENCES parent (client_id, id)`: a row refers only to its own client's
+    rows, and the key holds inside one shard when the tables are distributed by client."""
+    return sa.ForeignKeyConstraint(["client_id", column], [f"{parent}.client_id", f"{parent}.id"])
 
 
 class Client(SQLModel, table=True):
@@ -51,9 +64,10 @@ class SigningKey(SQLModel, table=True):
     """An Ed25519 public key a client signs logins and requests with."""
 
     __tablename__ = "signing_key"
+    __mapper_args__ = identity_by_id()
 
     id: str = Field(primary_key=True, max_length=ID)
-    client_id: str = Field(foreign_key="client.id", index=True, max_length=ID)
+    client_id: str = Field(primary_key=True, foreign_key="client.id", index=True, max_length=ID)
     public_key: str = Field(max_length=64)  # base64 of the 32 raw bytes
     expires_at: datetime
     revoked_at: datetime | None = None
@@ -64,10 +78,11 @@ class RefreshToken(SQLModel, table=True):
     """Opaque single-use refresh tokens, stored hashed; a family shares one login."""
 
     __tablename__ = "refresh_token"
+    __mapper_args__ = identity_by_id()
     __table_args__ = (sa.UniqueConstraint("client_id", "token_hash"),)
 
     id: str = Field(primary_key=True, max_length=ID)
-    client_id: str = Field(foreign_key="client.id", index=True, max_length=ID)
+    client_id: str = Field(primary_key=True, foreign_key="client.id", index=True, max_length=ID)
     family_id: str = Field(index=True, max_length=ID)
     token_hash: str = Field(max_length=64)
     expires_at: datetime
@@ -93,10 +108,11 @@ class IdempotencyRecord(SQLModel, table=True):
     """The first response to a POST carrying an Idempotency-Key, replayed for 24 hours."""
 
     __tablename__ = "idempotency_record"
+    __mapper_args__ = identity_by_id()
     __table_args__ = (sa.UniqueConstraint("client_id", "key"),)
 
-    id: int | None = Field(default=None, primary_key=True)
-    client_id: str = Field(foreign_key="client.id", max_length=ID)
+    id: int | None = Field(default=None, primary_key=True, sa_column_kwargs={"autoincrement": True})
+    client_id: str = Field(primary_key=True, foreign_key="client.id", max_length=ID)
     key: str = Field(max_length=255)
     method: str = Field(max_length=8)
     path: str = Field(max_length=500)
@@ -112,9 +128,10 @@ class Plan(SQLModel, table=True):
     """What a subscription charges and when."""
 
     __tablename__ = "plan"
+    __mapper_args__ = identity_by_id()
 
     id: str = Field(primary_key=True, max_length=ID)
-    client_id: str = Field(foreign_key="client.id", index=True, max_length=ID)
+    client_id: str = Field(primary_key=True, foreign_key="client.id", index=True, max_length=ID)
     name: str = Field(max_length=200)
     amount_minor: int = Field(sa_type=sa.BigInteger)
     currency: str = Field(max_length=3)
@@ -149,6 +166,7 @@ class Transaction(SQLModel, table=True):
     """
 
     __tablename__ = "transaction"
+    __mapper_args__ = identity_by_id()
     __table_args__ = (
         sa.UniqueConstraint("client_id", "external_id"),
         # The payment page finds its transaction by reference alone (the link carries no client).
@@ -156,7 +174,7 @@ class Transaction(SQLModel, table=True):
     )
 
     id: str = Field(primary_key=True, max_length=ID)
-    client_id: str = Field(foreign_key="client.id", index=True, max_length=ID)
+    client_id: str = Field(primary_key=True, foreign_key="client.id", index=True, max_length=ID)
     amount_minor: int = Field(sa_type=sa.BigInteger)
     currency: str = Field(max_length=3)
     user_id: str = Field(max_length=200)
@@ -195,10 +213,11 @@ class PaymentMethod(SQLModel, table=True):
     """A processor token for one cardholder of one client. Never a PAN or CVV."""
 
     __tablename__ = "payment_method"
+    __mapper_args__ = identity_by_id()
     __table_args__ = (sa.Index("ix_payment_method_client_user", "client_id", "user_id"),)
 
     id: str = Field(primary_key=True, max_length=ID)
-    client_id: str = Field(foreign_key="client.id", max_length=ID)
+    client_id: str = Field(primary_key=True, foreign_key="client.id", max_length=ID)
     user_id: str = Field(max_length=200)
     processor: str = Field(max_length=32)
     token: str = Field(max_length=255)
@@ -217,21 +236,23 @@ class Subscription(SQLModel, table=True):
     """A cardholder on a plan. ``status`` is one of exactly four values."""
 
     __tablename__ = "subscription"
+    __mapper_args__ = identity_by_id()
     __table_args__ = (
+        same_client("plan_id", "plan"),
+        same_client("trx_id", "transaction"),
+        same_client("default_payment_method_id", "payment_method"),
         sa.Index("ix_subscription_due", "status", "next_attempt_at"),
         sa.Index("ix_subscription_client_user", "client_id", "user_id"),
     )
 
     id: str = Field(primary_key=True, max_length=ID)
-    client_id: str = Field(foreign_key="client.id", max_length=ID)
+    client_id: str = Field(primary_key=True, foreign_key="client.id", max_length=ID)
     user_id: str = Field(max_length=200)
-    plan_id: str = Field(foreign_key="plan.id", index=True, max_length=ID)
+    plan_id: str = Field(index=True, max_length=ID)
     currency: str = Field(max_length=3)
-    trx_id: str | None = Field(default=None, foreign_key="transaction.id", max_length=ID)
+    trx_id: str | None = Field(default=None, max_length=ID)
     notification_email: str | None = Field(default=None, max_length=320)
-    default_payment_method_id: str | None = Field(
-        default=None, foreign_key="payment_method.id", max_length=ID
-    )
+    default_payment_method_id: str | None = Field(default=None, max_length=ID)
     status: str = Field(default="active", max_length=16)  # active | cancelled | inactive | expired
     renewal_status: str = Field(default="current", max_length=16)  # current | in_grace | ended
     # Schedule, computed in the client's time zone from a fixed anchor (no drift).
@@ -268,11 +289,15 @@ class SubscriptionPaymentMethod(SQLModel, table=True):
     """
 
     __tablename__ = "subscription_payment_method"
-    __table_args__ = (sa.Index("ix_subscription_payment_method_card", "client_id", "payment_method_id"),)
+    __table_args__ = (
+        sa.Index("ix_subscription_payment_method_card", "client_id", "payment_method_id"),
+        same_client("subscription_id", "subscription"),
+        same_client("payment_method_id", "payment_method"),
+    )
 
     client_id: str = Field(primary_key=True, foreign_key="client.id", max_length=ID)
-    subscription_id: str = Field(primary_key=True, foreign_key="subscription.id", max_length=ID)
-    payment_method_id: str = Field(primary_key=True, foreign_key="payment_method.id", max_length=ID)
+    subscription_id: str = Field(primary_key=True, max_length=ID)
+    payment_method_id: str = Field(primary_key=True, max_length=ID)
     position: int
 
 
@@ -280,7 +305,11 @@ class Charge(SQLModel, table=True):
     """One billing event sent (or about to be sent) to a processor."""
 
     __tablename__ = "charge"
+    __mapper_args__ = identity_by_id()
     __table_args__ = (
+        same_client("subscription_id", "subscription"),
+        same_client("payment_method_id", "payment_method"),
+        same_client("batch_id", "batch"),
         sa.UniqueConstraint(
             "client_id",
             "subscription_id",
@@ -299,14 +328,14 @@ class Charge(SQLModel, table=True):
     )
 
     id: str = Field(primary_key=True, max_length=ID)
-    client_id: str = Field(foreign_key="client.id", index=True, max_length=ID)
+    client_id: str = Field(primary_key=True, foreign_key="client.id", index=True, max_length=ID)
     # NULL only for an enrolment charge whose subscription does not exist yet: the subscription
     # is created when (and only if) that first charge succeeds.
-    subscription_id: str | None = Field(default=None, foreign_key="subscription.id", max_length=ID)
+    subscription_id: str | None = Field(default=None, max_length=ID)
     kind: str = Field(max_length=16)  # enrolment | renewal | on_demand
     amount_minor: int = Field(sa_type=sa.BigInteger)
     currency: str = Field(max_length=3)
-    payment_method_id: str | None = Field(default=None, foreign_key="payment_method.id", max_length=ID)
+    payment_method_id: str | None = Field(default=None, max_length=ID)
     processor: str = Field(max_length=32)
     period_start: datetime | None = None  # the period a renewal pays; NULL for on-demand
     period_index: int | None = None
@@ -318,7 +347,7 @@ class Charge(SQLModel, table=True):
     hard_decline: bool = False
     processor_reference: str | None = Field(default=None, max_length=255)
     idempotency_key: str = Field(max_length=255)
-    batch_id: str | None = Field(default=None, foreign_key="batch.id", max_length=ID)
+    batch_id: str | None = Field(default=None, max_length=ID)
     batch_index: int | None = None
     charge_metadata: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn)
     expected_settlement_date: date | None = None
@@ -341,6 +370,7 @@ class Refund(SQLModel, table=True):
 
     __tablename__ = "refund"
     __table_args__ = (
+        same_client("charge_id", "charge"),
         sa.UniqueConstraint("client_id", "idempotency_key"),
         sa.UniqueConstraint("client_id", "request_key"),
         sa.Index("ix_refund_charge", "charge_id", "created_at"),
@@ -349,7 +379,7 @@ class Refund(SQLModel, table=True):
 
     client_id: str = Field(primary_key=True, foreign_key="client.id", max_length=ID)
     id: str = Field(primary_key=True, max_length=ID)
-    charge_id: str = Field(foreign_key="charge.id", max_length=ID)
+    charge_id: str = Field(max_length=ID)
     subscription_id: str | None = Field(default=None, max_length=ID)
     amount_minor: int = Field(sa_type=sa.BigInteger)
     currency: str = Field(max_length=3)
@@ -370,10 +400,11 @@ class Batch(SQLModel, table=True):
     """An on-demand batch, from JSON or a CSV upload."""
 
     __tablename__ = "batch"
+    __mapper_args__ = identity_by_id()
     __table_args__ = (sa.UniqueConstraint("client_id", "tracking_id"),)
 
     id: str = Field(primary_key=True, max_length=ID)
-    client_id: str = Field(foreign_key="client.id", index=True, max_length=ID)
+    client_id: str = Field(primary_key=True, foreign_key="client.id", index=True, max_length=ID)
     source: str = Field(max_length=8)  # json | csv
     tracking_id: str | None = Field(default=None, max_length=64)
     filename: str | None = Field(default=None, max_length=255)
@@ -391,14 +422,16 @@ class BatchItem(SQLModel, table=True):
     """One row of a batch with its own outcome."""
 
     __tablename__ = "batch_item"
+    __mapper_args__ = identity_by_id()
     __table_args__ = (
+        same_client("batch_id", "batch"),
         sa.UniqueConstraint("client_id", "batch_id", "item_index"),
         sa.Index("ix_batch_item_due", "state", "batch_id"),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
-    client_id: str = Field(foreign_key="client.id", max_length=ID)  # the batch's client
-    batch_id: str = Field(foreign_key="batch.id", max_length=ID)
+    id: int | None = Field(default=None, primary_key=True, sa_column_kwargs={"autoincrement": True})
+    client_id: str = Field(primary_key=True, foreign_key="client.id", max_length=ID)  # the batch's client
+    batch_id: str = Field(max_length=ID)
     item_index: int  # 0-based position in the JSON list, or the CSV line number
     subscription_id: str | None = Field(default=None, max_length=200)
     amount_minor: int | None = Field(default=None, sa_type=sa.BigInteger)
@@ -417,6 +450,7 @@ class Event(SQLModel, table=True):
     """Something that happened, written in the same transaction as the change (outbox)."""
 
     __tablename__ = "event"
+    __mapper_args__ = identity_by_id()
     __table_args__ = (
         sa.Index("ix_event_client_id", "client_id", "id"),
         sa.UniqueConstraint("client_id", "subscription_id", "sequence"),
@@ -425,7 +459,7 @@ class Event(SQLModel, table=True):
     )
 
     id: str = Field(primary_key=True, max_length=ID)
-    client_id: str = Field(foreign_key="client.id", max_length=ID)
+    client_id: str = Field(primary_key=True, foreign_key="client.id", max_length=ID)
     type: str = Field(max_length=64)
     subscription_id: str | None = Field(default=None, max_length=ID)
     sequence: int | None = None  # per-subscription order
@@ -438,9 +472,10 @@ class WebhookEndpoint(SQLModel, table=True):
     """A merchant URL that receives signed event deliveries."""
 
     __tablename__ = "webhook_endpoint"
+    __mapper_args__ = identity_by_id()
 
     id: str = Field(primary_key=True, max_length=ID)
-    client_id: str = Field(foreign_key="client.id", index=True, max_length=ID)
+    client_id: str = Field(primary_key=True, foreign_key="client.id", index=True, max_length=ID)
     url: str = Field(max_length=2000)
     description: str | None = Field(default=None, max_length=500)
     secret: str = Field(max_length=100)
@@ -460,7 +495,10 @@ class WebhookDelivery(SQLModel, table=True):
     """One event to one endpoint, retried with backoff until delivered or abandoned."""
 
     __tablename__ = "webhook_delivery"
+    __mapper_args__ = identity_by_id()
     __table_args__ = (
+        same_client("endpoint_id", "webhook_endpoint"),
+        same_client("event_id", "event"),
         sa.UniqueConstraint("client_id", "endpoint_id", "event_id"),
         # Only pending rows are ever claimed or hold back a later event: partial indexes stay as small
         # as the backlog however many delivered rows the table keeps, and serve the claim's ORDER BY.
@@ -483,9 +521,9 @@ class WebhookDelivery(SQLModel, table=True):
     )
 
     id: str = Field(primary_key=True, max_length=ID)
-    client_id: str = Field(foreign_key="client.id", max_length=ID)  # the endpoint's client
-    endpoint_id: str = Field(foreign_key="webhook_endpoint.id", max_length=ID)
-    event_id: str = Field(foreign_key="event.id", max_length=ID)
+    client_id: str = Field(primary_key=True, foreign_key="client.id", max_length=ID)  # the endpoint's client
+    endpoint_id: str = Field(max_length=ID)
+    event_id: str = Field(max_length=ID)
     event_type: str = Field(max_length=64)
     subscription_id: str | None = Field(default=None, max_length=ID)  # with sequence: delivery order
     sequence: int | None = None
@@ -509,6 +547,7 @@ class Notification(SQLModel, table=True):
     sent by the notification pass, retried with backoff until sent or abandoned."""
 
     __tablename__ = "notification"
+    __mapper_args__ = identity_by_id()
     __table_args__ = (
         sa.Index("ix_notification_due", "status", "next_attempt_at"),
         sa.Index("ix_notification_subscription", "client_id", "subscription_id", "occurred_at"),
@@ -516,7 +555,7 @@ class Notification(SQLModel, table=True):
     )
 
     id: str = Field(primary_key=True, max_length=ID)
-    client_id: str = Field(foreign_key="client.id", max_length=ID)
+    client_id: str = Field(primary_key=True, foreign_key="client.id", max_length=ID)
     event_id: str = Field(max_length=ID)  # the event that caused it: one e-mail per event
     subscription_id: str | None = Field(default=None, max_length=ID)
     template: str = Field(max_length=64)  # subPayProblem | subscriptionSuspended | cardExpiring ...

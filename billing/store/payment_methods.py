@@ -200,47 +200,45 @@ async def methods_of_subscriptions(
     session: Session, subscriptions: Sequence[tuple[str, str]]
 ) -> dict[str, list[SubscriptionMethod]]:
     """The active cards behind each (client_id, subscription_id): its default first, then the cards
-    attached to it by position. One statement per chunk of subscriptions."""
+    attached to it by position. Two statements per chunk of subscriptions.
+
+    Each statement reads one table by key: which cards back which subscription (the default and
+    the attachments), then those cards. A join of subscriptions and cards in one statement left the
+    join order to the planner, which, on tables keyed by `(id, client_id)` and not yet analysed,
+    could rescan a client's subscriptions once per card.
+    """
     conn = await session.connection()
     found: dict[str, list[SubscriptionMethod]] = {sub_id: [] for _, sub_id in subscriptions}
-    seen: dict[str, set[str]] = {sub_id: set() for sub_id in found}
     wanted = sorted(set(subscriptions))
     columns = (_METHOD.c.id, _METHOD.c.client_id, _METHOD.c.user_id, _METHOD.c.processor, _METHOD.c.token)
     for start in range(0, len(wanted), _CHUNK):
         chunk = wanted[start : start + _CHUNK]
         clients = sorted({client for client, _ in chunk})
         ids = [sub_id for _, sub_id in chunk]
-        defaults = (
-            sa_select(_SUB.c.id.label("subscription_id"), literal(-1).label("position"), *columns)
-            .join(
-                _METHOD,
-                (_METHOD.c.id == _SUB.c.default_payment_method_id)
-                & (_METHOD.c.client_id == _SUB.c.client_id),
-            )
-            .where(_SUB.c.client_id.in_(clients), _SUB.c.id.in_(ids), _METHOD.c.status == ACTIVE)
+        defaults = sa_select(
+            _SUB.c.id.label("subscription_id"),
+            literal(-1).label("position"),
+            _SUB.c.default_payment_method_id.label("payment_method_id"),
+        ).where(
+            _SUB.c.client_id.in_(clients), _SUB.c.id.in_(ids), _SUB.c.default_payment_method_id.is_not(None)
         )
-        attached = (
-            sa_select(_ATTACHED.c.subscription_id, _ATTACHED.c.position, *columns)
-            .join(
-                _METHOD,
-                (_METHOD.c.id == _ATTACHED.c.payment_method_id)
-                & (_METHOD.c.client_id == _ATTACHED.c.client_id),
+        attached = sa_select(
+            _ATTACHED.c.subscription_id, _ATTACHED.c.position, _ATTACHED.c.payment_method_id
+        ).where(_ATTACHED.c.client_id.in_(clients), _ATTACHED.c.subscription_id.in_(ids))
+        backing = sorted((await conn.execute(union_all(defaults, attached))).all())
+        card_ids = sorted({card_id for _, _, card_id in backing})
+        if not card_ids:
+            continue
+        cards = {
+            row.id: SubscriptionMethod(**row._asdict())
+            for row in await conn.execute(
+                sa_select(*columns).where(
+                    _METHOD.c.client_id.in_(clients), _METHOD.c.id.in_(card_ids), _METHOD.c.status == ACTIVE
+                )
             )
-            .where(
-                _ATTACHED.c.client_id.in_(clients),
-                _ATTACHED.c.subscription_id.in_(ids),
-                _METHOD.c.status == ACTIVE,
-            )
-        )
-        both = union_all(defaults, attached).subquery()
-        rows = await conn.execute(
-            sa_select(both).order_by(both.c.subscription_id, both.c.position, both.c.id)
-        )
-        for row in rows.all():
-            values = row._asdict()
-            sub_id = values.pop("subscription_id")
-            values.pop("position")
-            if sub_id in found and values["id"] not in seen[sub_id]:
-                seen[sub_id].add(values["id"])
-                found[sub_id].append(SubscriptionMethod(**values))
+        }
+        for sub_id, _position, card_id in backing:
+            card = cards.get(card_id)
+            if card is not None and card not in found[sub_id]:
+                found[sub_id].append(card)
     return found
