@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, delete, func, insert, literal, union_all, update
+from sqlalchemy import String, bindparam, cast, delete, func, insert, literal, union_all, update
 from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
@@ -164,7 +164,10 @@ async def detach_everywhere(session: Session, client_id: str, method_id: str) ->
     )
 
 
-# Built once: every subscription read runs it, and building it cost more than running it.
+# Built once: every subscription read runs it. The cards are picked by key (the default's id and
+# the ids attached to the subscription), never by scanning the client's cards: a filter of "the
+# default or attached" over the join made PostgreSQL read every card of the client (4 ms a read
+# at 10,000 cards, growing with the merchant).
 _CARDS_OF_SUBSCRIPTION = (
     select(PaymentMethod)
     .join(
@@ -177,8 +180,15 @@ _CARDS_OF_SUBSCRIPTION = (
     .where(col(PaymentMethod.client_id) == bindparam("client_id"))
     .where(col(PaymentMethod.status) == ACTIVE)
     .where(
-        (col(PaymentMethod.id) == bindparam("default_id"))
-        | col(SubscriptionPaymentMethod.subscription_id).is_not(None)
+        col(PaymentMethod.id).in_(
+            union_all(
+                sa_select(cast(bindparam("default_id", type_=String), String)),
+                sa_select(_ATTACHED.c.payment_method_id).where(
+                    _ATTACHED.c.client_id == bindparam("client_id"),
+                    _ATTACHED.c.subscription_id == bindparam("subscription_id"),
+                ),
+            )
+        )
     )
     .order_by(col(SubscriptionPaymentMethod.position), col(PaymentMethod.id))
 )
