@@ -363,16 +363,31 @@ async def add_charge(session: Session, charge: Charge) -> bool:
     return True
 
 
-async def enrolment_attempts(session: Session, trx_id: str) -> int:
-    """How many enrolment charges were ever written for a transaction."""
-    prefix = enrolment_key(trx_id, 0)[:-1]
-    query = (
-        select(func.count())
-        .select_from(Charge)
-        .where(Charge.kind == "enrolment")
-        .where(col(Charge.idempotency_key).startswith(prefix, autoescape=True))
-    )
-    return int((await session.exec(query)).one())
+_ATTEMPT_PROBE = 8
+
+
+async def enrolment_attempts(session: Session, client_id: str, trx_id: str) -> int:
+    """How many enrolment charges were ever written for a transaction.
+
+    Attempt n's key is ``enrolment_key(trx_id, n)``, written for n = 1, 2, ... in turn (each under the
+    unique key, after counting the earlier ones), so the keys are probed by value, a few at a time:
+    each probe is a lookup of the client's unique key, whatever the number of charges. (A prefix
+    match on the key could use no index and read every charge.)
+    """
+    found = 0
+    while True:
+        keys = [enrolment_key(trx_id, found + n) for n in range(1, _ATTEMPT_PROBE + 1)]
+        query = (
+            select(func.count())
+            .select_from(Charge)
+            .where(col(Charge.client_id) == client_id)
+            .where(col(Charge.idempotency_key).in_(keys))
+            .where(Charge.kind == "enrolment")
+        )
+        seen = int((await session.exec(query)).one())
+        found += seen
+        if seen < _ATTEMPT_PROBE:
+            return found
 
 
 async def finish_charge(

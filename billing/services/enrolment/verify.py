@@ -322,7 +322,7 @@ async def _write_pending_charge(
     async with transaction(runtime.sessions) as session:
         await _claim(session, client_id, context.trx_id, "enrolling")
         await method_store.add_payment_method(session, method)
-        attempt = await charge_store.enrolment_attempts(session, context.trx_id) + 1
+        attempt = await charge_store.enrolment_attempts(session, client_id, context.trx_id) + 1
         charge = Charge(
             id=new_id("charge"),
             client_id=client_id,
