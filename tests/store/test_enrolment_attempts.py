@@ -20,24 +20,11 @@ from sqlalchemy import event
 
 from billing.store.charges import enrolment_attempts, enrolment_key
 from billing.store.engine import create_engine, session_factory
+from tests.store.query_plans import libpq, rows_read
 
 pytestmark = pytest.mark.anyio
 
 OTHER_CHARGES = 2_000
-
-
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-def _charge_rows_read(plan: dict[str, Any]) -> int:
-    total = 0
-    if plan.get("Relation Name") == "charge":
-        loops = int(plan.get("Actual Loops", 1))
-        total += (int(plan.get("Actual Rows", 0)) + int(plan.get("Rows Removed by Filter", 0))) * loops
-    for child in plan.get("Plans", []):
-        total += _charge_rows_read(child)
-    return total
 
 
 @pytest.mark.parametrize("attempts", [0, 2, 8, 9])
@@ -47,7 +34,7 @@ async def test_the_attempts_of_a_transaction_are_counted_by_key(
     client = f"cli_att_{secrets.token_hex(4)}"
     trx = f"trx_att_{secrets.token_hex(4)}"
     now = datetime.now(UTC)
-    with psycopg.connect(_libpq(postgres_database)) as conn:
+    with psycopg.connect(libpq(postgres_database)) as conn:
         conn.execute(
             "INSERT INTO client (id, name, environment, timezone, signing_required, signature_scheme,"
             " clock_offset_seconds, created_at) VALUES (%s, 'Attempts', 'sandbox', 'UTC', false, 'v2', 0, %s)",
@@ -82,12 +69,12 @@ async def test_the_attempts_of_a_transaction_are_counted_by_key(
         await engine.dispose()
 
     read = 0
-    with psycopg.connect(_libpq(postgres_database)) as conn:
+    with psycopg.connect(libpq(postgres_database)) as conn:
         for statement, parameters in captured:
             row = conn.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters).fetchone()
             assert row is not None
             document = row[0] if isinstance(row[0], list) else json.loads(row[0])
-            read += _charge_rows_read(document[0]["Plan"])
+            read += rows_read(document[0]["Plan"], "charge")
         conn.execute("DELETE FROM charge WHERE client_id = %s", (client,))
         conn.execute("DELETE FROM client WHERE id = %s", (client,))
         conn.commit()

@@ -11,35 +11,20 @@ from __future__ import annotations
 import json
 import secrets
 from datetime import UTC, datetime
-from typing import Any
 
 import psycopg
 from sqlalchemy.dialects import postgresql
 
 from billing.store.payment_methods import _CARDS_OF_SUBSCRIPTION
+from tests.store.query_plans import libpq, rows_read
 
 CARDS = 2_000
-
-
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-def _card_rows_read(plan: dict[str, Any]) -> int:
-    """Rows of payment_method that the plan's scans produced or filtered out, over all loops."""
-    total = 0
-    if plan.get("Relation Name") == "payment_method":
-        loops = int(plan.get("Actual Loops", 1))
-        total += (int(plan.get("Actual Rows", 0)) + int(plan.get("Rows Removed by Filter", 0))) * loops
-    for child in plan.get("Plans", []):
-        total += _card_rows_read(child)
-    return total
 
 
 def test_the_cards_of_a_subscription_are_read_by_key(postgres_database: str) -> None:
     client = f"cli_cards_{secrets.token_hex(4)}"
     now = datetime.now(UTC)
-    with psycopg.connect(_libpq(postgres_database)) as conn:
+    with psycopg.connect(libpq(postgres_database)) as conn:
         conn.execute(
             "INSERT INTO client (id, name, environment, timezone, signing_required, signature_scheme,"
             " clock_offset_seconds, created_at) VALUES (%s, 'Cards', 'sandbox', 'UTC', false, 'v2', 0, %s)",
@@ -68,5 +53,5 @@ def test_the_cards_of_a_subscription_are_read_by_key(postgres_database: str) -> 
         conn.execute("DELETE FROM client WHERE id = %s", (client,))
         conn.commit()
     assert [row[0] for row in rows] == [default]
-    read = _card_rows_read(document[0]["Plan"])
+    read = rows_read(document[0]["Plan"], "payment_method")
     assert read <= 2, (read, json.dumps(document, indent=1)[:3000])
