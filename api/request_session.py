@@ -13,7 +13,8 @@ asked for while another session of the request is still open gets a connection o
 
 The connection stays checked out for the whole request, processor calls included. At most
 ``database.pool_size`` requests of a process hold one at a time; the others wait for a free one
-(``RequestSlots``). Without that limit every request past the pool's size opened an overflow
+(``billing.store.engine.ConnectionSlots``) and, past the pool's timeout, answer 503 7019 as a
+pool timeout does. Without that limit every request past the pool's size opened an overflow
 connection and closed it again at the end (a connection made and torn down per request: about a
 third of the CPU of a ``/health`` under 32 concurrent requests on a pool of 20). The overflow
 connections stay for what needs a second connection: a session opened while another one of the
@@ -22,7 +23,6 @@ request is still open, and the worker running in the same process.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -33,7 +33,7 @@ from litestar.connection import ASGIConnection
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from billing.services.runtime import Runtime
-from billing.store.engine import SharedConnection
+from billing.store.engine import ConnectionSlots, SharedConnection
 
 log = logging.getLogger("billing.api")
 
@@ -41,24 +41,10 @@ _STATE_KEY = "request_database"
 _READING_METHODS = frozenset({"GET", "HEAD"})
 
 
-class RequestSlots:
-    """How many requests of this process may hold a pooled connection at once (the pool's size)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._free = asyncio.Semaphore(size)
-
-    async def acquire(self) -> None:
-        await self._free.acquire()
-
-    def release(self) -> None:
-        self._free.release()
-
-
 class RequestDatabase:
     """The request's connection, checked out on first use (``bound_runtime()``)."""
 
-    def __init__(self, runtime: Runtime, slots: RequestSlots, *, reads_only: bool = False) -> None:
+    def __init__(self, runtime: Runtime, slots: ConnectionSlots, *, reads_only: bool = False) -> None:
         self.runtime = runtime
         self._slots = slots
         self._holds_slot = False
@@ -127,7 +113,7 @@ def request_connection_middleware(app: ASGIApp, runtime_of: Callable[[], Runtime
     ``runtime_of()`` answers the app's runtime (it exists once the lifespan has started).
     """
     # Made on the first request of each runtime (each lifespan), on the loop that serves it.
-    slots: dict[int, RequestSlots] = {}
+    slots: dict[int, ConnectionSlots] = {}
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -137,7 +123,7 @@ def request_connection_middleware(app: ASGIApp, runtime_of: Callable[[], Runtime
         limit = slots.get(id(runtime))
         if limit is None:
             slots.clear()
-            limit = slots[id(runtime)] = RequestSlots(runtime.settings.database.pool_size)
+            limit = slots[id(runtime)] = ConnectionSlots(runtime.engine, runtime.settings.database.pool_size)
         # GET and HEAD handlers only read (no GET route writes): no transaction around the reads.
         reads_only = scope.get("method") in _READING_METHODS
         database = RequestDatabase(runtime, limit, reads_only=reads_only)

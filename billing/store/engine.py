@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -69,6 +70,32 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
 def session_factory(engine: AsyncEngine) -> SessionFactory:
     """Sessions that keep loaded attributes after commit (no lazy reloads in async code)."""
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+class ConnectionSlots:
+    """How many holders (e.g. the requests of a process) may keep a pooled connection at once.
+
+    ``acquire()`` waits for a free slot as long as the pool would wait for a free connection, then
+    fails like the pool does (``sqlalchemy.exc.TimeoutError``: the API answers 503 7019).
+    """
+
+    def __init__(self, engine: AsyncEngine, size: int) -> None:
+        self.size = size
+        timeout = getattr(engine.pool, "timeout", None)
+        self.timeout: float = float(timeout()) if callable(timeout) else 30.0
+        self._free = asyncio.Semaphore(size)
+
+    async def acquire(self) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._free.acquire()
+        except TimeoutError:
+            raise SATimeoutError(
+                f"no free connection slot within {self.timeout:g} s ({self.size} in use)"
+            ) from None
+
+    def release(self) -> None:
+        self._free.release()
 
 
 class _LeasedSession(AsyncSession):
