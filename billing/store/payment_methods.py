@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import String, bindparam, cast, delete, func, insert, literal, union_all, update
+from sqlalchemy import String, bindparam, delete, func, insert, literal, union_all, update
 from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
@@ -182,7 +182,7 @@ _CARDS_OF_SUBSCRIPTION = (
     .where(
         col(PaymentMethod.id).in_(
             union_all(
-                sa_select(cast(bindparam("default_id", type_=String), String)),
+                sa_select(bindparam("default_id", type_=String)),
                 sa_select(_ATTACHED.c.payment_method_id).where(
                     _ATTACHED.c.client_id == bindparam("client_id"),
                     _ATTACHED.c.subscription_id == bindparam("subscription_id"),

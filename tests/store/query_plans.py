@@ -1,8 +1,13 @@
-"""Reading PostgreSQL plans in tests: what a statement touched, counted by EXPLAIN ANALYZE, not timed."""
+"""Reading PostgreSQL plans in tests: what a statement touched, counted by EXPLAIN ANALYZE, not timed;
+and the throwaway client those tests seed their rows under."""
 
 from __future__ import annotations
 
+import secrets
+from datetime import datetime
 from typing import Any
+
+import psycopg
 
 
 def libpq(url: str) -> str:
@@ -19,3 +24,14 @@ def rows_read(plan: dict[str, Any], relation: str) -> int:
     for child in plan.get("Plans", []):
         total += rows_read(child, relation)
     return total
+
+
+def add_client(conn: psycopg.Connection[Any], prefix: str, now: datetime) -> str:
+    """A sandbox client with a fresh id starting with `prefix`; answers its id."""
+    client = f"{prefix}_{secrets.token_hex(4)}"
+    conn.execute(
+        "INSERT INTO client (id, name, environment, timezone, signing_required, signature_scheme,"
+        " clock_offset_seconds, created_at) VALUES (%s, %s, 'sandbox', 'UTC', false, 'v2', 0, %s)",
+        (client, prefix, now),
+    )
+    return client

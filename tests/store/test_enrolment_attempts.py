@@ -20,7 +20,7 @@ from sqlalchemy import event
 
 from billing.store.charges import enrolment_attempts, enrolment_key
 from billing.store.engine import create_engine, session_factory
-from tests.store.query_plans import libpq, rows_read
+from tests.store.query_plans import add_client, libpq, rows_read
 
 pytestmark = pytest.mark.anyio
 
@@ -31,15 +31,10 @@ OTHER_CHARGES = 2_000
 async def test_the_attempts_of_a_transaction_are_counted_by_key(
     postgres_database: str, attempts: int
 ) -> None:
-    client = f"cli_att_{secrets.token_hex(4)}"
     trx = f"trx_att_{secrets.token_hex(4)}"
     now = datetime.now(UTC)
     with psycopg.connect(libpq(postgres_database)) as conn:
-        conn.execute(
-            "INSERT INTO client (id, name, environment, timezone, signing_required, signature_scheme,"
-            " clock_offset_seconds, created_at) VALUES (%s, 'Attempts', 'sandbox', 'UTC', false, 'v2', 0, %s)",
-            (client, now),
-        )
+        client = add_client(conn, "cli_att", now)
         with conn.cursor().copy(
             "COPY charge (id, client_id, kind, amount_minor, currency, processor, attempt, method_index, state,"
             " hard_decline, idempotency_key, created_at, updated_at) FROM STDIN"

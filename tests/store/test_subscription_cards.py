@@ -9,27 +9,21 @@ checked by what it touched, not by time: ``EXPLAIN ANALYZE`` counts the card row
 from __future__ import annotations
 
 import json
-import secrets
 from datetime import UTC, datetime
 
 import psycopg
 from sqlalchemy.dialects import postgresql
 
 from billing.store.payment_methods import _CARDS_OF_SUBSCRIPTION
-from tests.store.query_plans import libpq, rows_read
+from tests.store.query_plans import add_client, libpq, rows_read
 
 CARDS = 2_000
 
 
 def test_the_cards_of_a_subscription_are_read_by_key(postgres_database: str) -> None:
-    client = f"cli_cards_{secrets.token_hex(4)}"
     now = datetime.now(UTC)
     with psycopg.connect(libpq(postgres_database)) as conn:
-        conn.execute(
-            "INSERT INTO client (id, name, environment, timezone, signing_required, signature_scheme,"
-            " clock_offset_seconds, created_at) VALUES (%s, 'Cards', 'sandbox', 'UTC', false, 'v2', 0, %s)",
-            (client, now),
-        )
+        client = add_client(conn, "cli_cards", now)
         with conn.cursor().copy(
             "COPY payment_method (id, client_id, user_id, processor, token, priority, status, created_at)"
             " FROM STDIN"
